@@ -7,7 +7,7 @@ __all__ = ['EPS', 'CLASS_NAMES', 'PAPER_RESULTS', 'icbhi_hits', 'score_from_hits
            'selection_summary', 'confusion_matrix', 'plot_confusion', 'per_group_scores', 'plot_group_scores',
            'compare_with_paper']
 
-# %% ../nbs/08_metrics.ipynb #01ff8e58
+# %% ../nbs/08_metrics.ipynb #195bce16
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 import seaborn as sns
 
-# %% ../nbs/08_metrics.ipynb #cb691b80
+# %% ../nbs/08_metrics.ipynb #88125cc5
 EPS = 1e-10  # the reference's division guard: hits / (counts + 1e-10) * 100
 
 def _as_labels(x, name: str) -> np.ndarray:
@@ -39,7 +39,7 @@ def _check(y_true, y_pred, n_cls: int) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{name}: labels must lie in 0..{n_cls-1} (n_cls={n_cls}), found {a.min()}..{a.max()}")
     return y, p
 
-# %% ../nbs/08_metrics.ipynb #6b1f41b1
+# %% ../nbs/08_metrics.ipynb #c1e00cf0
 def icbhi_hits(y_true, y_pred, n_cls: int = 4, two_cls_eval: bool = False) -> tuple[np.ndarray, np.ndarray]:
     "Per-class `hits` and `counts` (float arrays of length `n_cls`), exactly the reference's loop."
     y, p = _check(y_true, y_pred, n_cls)
@@ -66,7 +66,7 @@ def icbhi_score(y_true, y_pred, n_cls: int = 4, two_cls_eval: bool = False) -> d
                 hits=hits.astype(int).tolist(), counts=counts.astype(int).tolist(),
                 n=int(len(y)), n_cls=n_cls, two_cls_eval=two_cls_eval)
 
-# %% ../nbs/08_metrics.ipynb #7e85caef
+# %% ../nbs/08_metrics.ipynb #0152bf81
 def is_better(score: float, best: float | None, se: float, min_se: float = 5.0) -> bool:
     "The reference's rule: Score strictly above the best so far and Se > `min_se` (best starts at 0)."
     return bool(score > (0.0 if best is None else best) and se > min_se)
@@ -94,7 +94,7 @@ class BestTracker:
         "The history as a DataFrame (one row per epoch)."
         return pd.DataFrame(self.history, columns=['epoch', 'sp', 'se', 'score', 'best'])
 
-# %% ../nbs/08_metrics.ipynb #eb407eb6
+# %% ../nbs/08_metrics.ipynb #8e136dab
 def selection_summary(test_history: Sequence[dict], val_history: Sequence[dict] | None = None,
                       min_se: float = 5.0) -> pd.DataFrame:
     "Test Sp/Se/Score at the epoch picked on test (upstream) and, if given, on validation (honest); epochs count from 1."
@@ -110,7 +110,7 @@ def selection_summary(test_history: Sequence[dict], val_history: Sequence[dict] 
         rows.append(dict(protocol='validation-selected', epoch=hv.best_epoch, sp=t['sp'], se=t['se'], score=t['score']))
     return pd.DataFrame(rows).set_index('protocol')
 
-# %% ../nbs/08_metrics.ipynb #29264a48
+# %% ../nbs/08_metrics.ipynb #9b3bbaf1
 CLASS_NAMES = ('normal', 'crackle', 'wheeze', 'both')
 
 def confusion_matrix(y_true, y_pred, n_cls: int = 4) -> np.ndarray:
@@ -139,7 +139,7 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str] | None = None, nor
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_metrics.ipynb #5ca23d7e
+# %% ../nbs/08_metrics.ipynb #3bec1c52
 def per_group_scores(y_true, y_pred, groups, n_cls: int = 4, two_cls_eval: bool = False,
                      order: Sequence | None = None, total: bool = True) -> pd.DataFrame:
     "Sp/Se/Score (%) and counts per group (e.g. device), optionally with an 'all' row; index = group."
@@ -161,6 +161,7 @@ def plot_group_scores(df: pd.DataFrame, metrics: Sequence[str] = ('sp', 'se', 's
     "Grouped bar chart of Sp/Se/Score per group (a `per_group_scores` frame), with n per group in the tick labels."
     long = df.reset_index().melt(id_vars=['group', 'n'], value_vars=list(metrics), var_name='metric', value_name='%')
     long['group'] = [f'{g}\n(n={n})' for g, n in zip(long['group'], long['n'])]
+    long['metric'] = long['metric'].map(lambda m: {'sp': 'Sp', 'se': 'Se', 'score': 'Score'}.get(m, m))
     if ax is None: fig = Figure(figsize=(1.6 * len(df) + 2, 3.6)); ax = fig.add_subplot()
     else: fig = ax.figure
     sns.barplot(data=long, x='group', y='%', hue='metric', ax=ax, palette='deep')
@@ -169,7 +170,7 @@ def plot_group_scores(df: pd.DataFrame, metrics: Sequence[str] = ('sp', 'se', 's
     fig.tight_layout()
     return fig
 
-# %% ../nbs/08_metrics.ipynb #6ce8ef1d
+# %% ../nbs/08_metrics.ipynb #ab888e79
 _PAPER_ROWS = [
     # method, backbone, pretraining, task, Sp, Se, Score, Sp std, Se std, Score std, status, note
     ('AST fine-tuning (CE)', 'AST', 'IN+AS', '4-class', 77.14, 41.97, 59.55, 3.35, 2.54, 0.88, '[paper]', 'means [paper]; stds [unverified]'),
