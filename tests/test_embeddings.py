@@ -1,0 +1,125 @@
+"Embedding extraction, t-SNE and the k-NN companion metric (patchmix_nb.embeddings)."
+import os
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from patchmix_nb.embeddings import (chance_accuracy, compare_runs, extract_embeddings, knn_accuracy, plot_embeddings,
+                                    split_rows, tsne, tsne_perplexity)
+from patchmix_nb.train import build_parts, load_data, make_config, n_frames_for, save_checkpoint
+
+DUR = 2.0   # short clips: 198 frames, cheap forward passes
+
+
+@pytest.fixture(scope='module')
+def data():
+    return load_data(make_config('cpu-demo', duration=DUR, method='ce'))
+
+
+def _checkpoint(path, method, duration=DUR, seed=0):
+    "A run checkpoint as `train` writes it, from randomly initialised parts (no training needed)."
+    cfg = make_config('cpu-demo', duration=duration, method=method)
+    torch.manual_seed(seed)
+    parts = build_parts(cfg, n_frames_for(duration), torch.device('cpu'))
+    state = {n: m.state_dict() for n, m in (('model', parts.model), ('head', parts.head), ('projector', parts.projector))
+             if m is not None}
+    save_checkpoint({**state, 'config': cfg.to_dict(), 'epoch': 1}, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp('runs')
+    return {'ce': _checkpoint(d / 'ce.pt', 'ce'), 'cl': _checkpoint(d / 'cl.pt', 'patchmix_cl', seed=1)}
+
+
+def test_embeddings_aligned_with_cache_rows(data, ckpts):
+    rows = data.rows('test')
+    emb, frame = extract_embeddings(ckpts['ce'], data, 'test', batch_size=16)
+    assert emb.dtype == np.float32 and emb.shape[0] == len(rows) and emb.shape[1] > 0
+    assert np.isfinite(emb).all()
+    np.testing.assert_array_equal(frame['row'].to_numpy(), rows)
+    cyc = data.cache.cycles.iloc[rows]
+    np.testing.assert_array_equal(frame['stem'].to_numpy(), cyc['stem'].to_numpy())
+    np.testing.assert_array_equal(frame['device'].to_numpy(), cyc['device'].to_numpy())
+    np.testing.assert_array_equal(frame['label'].to_numpy(), data.labels[rows])
+    assert set(frame['split']) == {'test'}
+    # row i of the embedding is the backbone feature of cache row frame.row[i]
+    from patchmix_nb.train import load_run
+    _, parts = load_run(ckpts['ce'])
+    pick = [0, len(rows) // 2, len(rows) - 1]
+    x = torch.from_numpy(np.array(data.cache.features[rows[pick]], dtype=np.float32))[:, None]   # (3, 1, T, 128)
+    with torch.no_grad(): ref = parts.model(x).numpy()
+    np.testing.assert_allclose(emb[pick], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_explicit_rows_keep_their_order(data, ckpts):
+    rows = np.array([7, 2, 30, 2])
+    emb, frame = extract_embeddings(ckpts['ce'], data, rows)
+    np.testing.assert_array_equal(frame['row'].to_numpy(), rows)
+    np.testing.assert_allclose(emb[1], emb[3], rtol=1e-5, atol=1e-6)   # the same cycle twice, the same embedding
+    with pytest.raises(ValueError, match='row indices'):
+        extract_embeddings(ckpts['ce'], data, [len(data.split)])
+    with pytest.raises(ValueError, match="split must be"):
+        split_rows(data, 'dev')
+
+
+def test_projector_only_for_patchmix_cl(data, ckpts):
+    with pytest.raises(ValueError, match='need a patchmix_cl run'):
+        extract_embeddings(ckpts['ce'], data, which='projector')
+    rows = data.rows('val')
+    proj, frame = extract_embeddings(ckpts['cl'], data, 'val', which='projector')
+    back, _ = extract_embeddings(ckpts['cl'], data, 'val')
+    assert proj.shape[0] == back.shape[0] == len(rows) == len(frame)
+    assert not np.allclose(proj[:, :min(proj.shape[1], back.shape[1])], back[:, :min(proj.shape[1], back.shape[1])])
+    with pytest.raises(ValueError, match="which must be"):
+        extract_embeddings(ckpts['cl'], data, which='head')
+
+
+def test_clip_length_mismatch_is_refused(data, tmp_path):
+    ck = _checkpoint(tmp_path / 'long.pt', 'ce', duration=4.0)
+    with pytest.raises(ValueError, match='frames'):
+        extract_embeddings(ck, data)
+
+
+def test_tsne_deterministic_given_seed():
+    x = np.random.default_rng(0).normal(size=(40, 16)).astype(np.float32)
+    a, b = tsne(x, seed=3, max_iter=250), tsne(x, seed=3, max_iter=250)
+    assert a.shape == (40, 2)
+    np.testing.assert_array_equal(a, b)
+    assert tsne_perplexity(40) == 13.0 and tsne_perplexity(1000) == 30.0
+    with pytest.raises(ValueError, match='perplexity'):
+        tsne(x, perplexity=40)
+
+
+def test_knn_separable_is_one_and_shuffled_is_chance():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 100)
+    x = 10 * np.eye(8)[y] + rng.normal(size=(400, 8))             # four well separated clusters
+    assert knn_accuracy(x, y) == 1.0
+    assert knn_accuracy(x, y, metric='euclidean') == 1.0
+    assert chance_accuracy(y) == pytest.approx(0.25)
+    accs = [knn_accuracy(x, rng.permutation(y)) for _ in range(5)]
+    assert abs(np.mean(accs) - 0.25) < 0.06
+    with pytest.raises(ValueError, match='k must'):
+        knn_accuracy(x, y, k=400)
+
+
+def test_knn_tie_goes_to_nearest_class():
+    x, y = np.array([[0.0], [1.0], [-2.0]]), np.array([2, 2, 1])
+    # k=2: points 0 and 1 see one neighbour of each class, the nearer one is class 2 (right);
+    # point 2 sees two class-2 neighbours (wrong). A lowest-index tie rule would give 0/3.
+    assert knn_accuracy(x, y, k=2, metric='euclidean') == pytest.approx(2 / 3)
+
+
+def test_compare_runs_figure(data, ckpts):
+    fig = compare_runs({'CE': ckpts['ce'], 'CL': ckpts['cl']}, data, split='val', k=3)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    assert list(fig.scores.index) == ['CE', 'CL']
+    assert fig.scores[['knn_class', 'knn_device']].apply(lambda c: c.between(0, 1)).all().all()
+    f2 = plot_embeddings(np.zeros((3, 2)), data.cache.cycles.iloc[:3].assign(**{'class': 'normal'}), by='device')
+    assert isinstance(f2, Figure)
+    with pytest.raises(ValueError, match='by must be'):
+        plot_embeddings(np.zeros((3, 2)), data.cache.cycles.iloc[:3], by='patient')
