@@ -84,7 +84,7 @@ def test_predict_recording_with_and_without_annotation(run_dir):
     rec = d.index.recordings.iloc[0]
     with_txt = predict_recording(out / 'best.pt', rec.wav, rec.txt)
     assert len(with_txt) == rec.n_cycles and {'pred', 'label', 'p_normal'} <= set(with_txt.columns)
-    np.testing.assert_allclose(with_txt.filter(like='p_').sum(1), 1, atol=1e-3)
+    np.testing.assert_allclose(with_txt.filter(like='p_').sum(axis=1), 1, atol=1e-3)
     windows = predict_recording(out / 'best.pt', rec.wav)
     assert len(windows) == int(np.ceil(rec.duration / 2.0 - 1e-9)) and windows.start.iloc[1] == 2.0
 

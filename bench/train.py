@@ -1,0 +1,314 @@
+"""Benchmark: training throughput from the feature cache, data loading included (a script, not a test).
+
+What is timed is the work of one step of `patchmix_nb.train.train`'s inner loop, with the same pieces in the same order:
+
+    batches = DataLoader(FeatureDataset(cache, train rows), batch_size, shuffle, drop_last)   (float16 memmap -> float32)
+    x = SpecAugment(upstream=...)(x)                     masked copy, (B, 1, T, F)
+    x, y = x.to(device), y.to(device)
+    loss, logs = STEPS[method](parts, x, y)              under autocast on CUDA (bf16), float32 on the CPU
+    opt.zero_grad(); scaler.scale(loss).backward()
+    ma.snapshot(); scaler.step(opt); scaler.update(); ma.blend()     Adam + the reference's moving-average update
+    loss.item()
+
+Each step is split into `data` (next batch from the DataLoader + SpecAugment + copy to the device) and `compute`
+(everything from the step function to loss.item()). Reported: median step time over the timed steps (after warm-up),
+samples/s, the data share of the step, and (from `torch.utils.flop_counter.FlopCounterMode` on the warm-up step) the
+achieved GFLOP/s against this machine's float32 matmul peak measured in the same run, as bench/step.py does.
+Also the data-only throughput: samples/s through DataLoader + SpecAugment without any model (one pass over the
+training rows), to show that loading is not the bottleneck.
+
+Usage:
+    python bench/train.py                                    # synthetic set, 8 s clips; ast-tiny @ 8, ast-base @ 2
+    python bench/train.py --methods patchmix_cl ce --steps 4 --json
+    python bench/train.py --data /path/to/ICBHI --models ast-tiny --batch 8 --duration 4
+
+The default run takes about 2-3 minutes on the 2-core CPU (one ast-base step is ~20 s there). On a shared VM other
+processes compete for the cores: the load average is printed at start and end; timings under load are pessimistic.
+On a CUDA GPU it also runs ast-base at batch 8 under bf16 autocast and reports samples/s and TFLOP/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+import torch
+from torch.utils import flop_counter as fc
+from torch.utils.data import DataLoader
+
+from patchmix_nb.features import FeatureDataset, SpecAugment
+from patchmix_nb.train import (STEPS, MovingAverageUpdate, build_parts, cosine_lr, load_data, make_config, modules,
+                               seed_everything)
+
+
+# ---------------------------------------------------------------------------------------------------------------- helpers
+def _sync(device) -> None:
+    if str(device).startswith('cuda'): torch.cuda.synchronize()
+
+
+def matmul_peak(n: int = 4096, repeats: int = 3, device: str = 'cpu') -> dict:
+    "Best-of-`repeats` float32 n³ matmul rate (FLOP/s) after one warm-up (bench/step.py's method)."
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.matmul(a, b); _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); torch.matmul(a, b); _sync(device); times.append(time.perf_counter() - t0)
+    return dict(n=n, best_s=min(times), peak=2 * n ** 3 / min(times))
+
+
+def _custom_mapping() -> dict:
+    "FLOP formulas for the CPU flash-attention ops, missing from torch's registry (as in bench/step.py)."
+    aten = torch.ops.aten
+    fwd = lambda q, k, v, *a, out_shape=None, **kw: fc.sdpa_flop_count(q, k, v)
+    bwd = lambda g, q, k, v, *a, out_shape=None, **kw: fc.sdpa_backward_flop_count(g, q, k, v)
+    m = {}
+    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
+        m[aten._scaled_dot_product_flash_attention_for_cpu] = fwd
+    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu_backward'):
+        m[aten._scaled_dot_product_flash_attention_for_cpu_backward] = bwd
+    return {k: v for k, v in m.items() if k not in fc.flop_registry}
+
+
+def _loader(data, rows, cfg, device, g) -> DataLoader:
+    "The training loader exactly as `train` builds it."
+    ds = FeatureDataset(data.cache, rows, n_cls=cfg.n_cls)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=g,
+                      num_workers=cfg.num_workers, pin_memory=device.type == 'cuda')
+
+
+def _epochs(data, rows, cfg, device):
+    "Yield (augment, batch iterator) per epoch, seeded as `train` seeds epoch e; endless (re-seeded each epoch)."
+    epoch = 0
+    while True:
+        epoch += 1
+        s = seed_everything(cfg.seed, epoch)
+        g = torch.Generator().manual_seed(s)
+        augment = None if cfg.specaug == 'off' else SpecAugment(upstream=cfg.specaug == 'upstream', seed=s + 1)
+        yield epoch, s, augment, _loader(data, rows, cfg, device, g)
+
+
+# ---------------------------------------------------------------------------------------------------------------- data only
+def bench_data(data, cfg, device, passes: int = 1) -> dict:
+    "Samples/s through DataLoader + SpecAugment (+ copy to device), no model: `passes` epochs over the training rows."
+    rows = data.rows('train')
+    gen = _epochs(data, rows, cfg, device)
+    n, t_load, t_aug = 0, 0.0, 0.0
+    t_start = time.perf_counter()
+    for _ in range(passes):
+        _, _, augment, batches = next(gen)
+        it = iter(batches)
+        while True:
+            t0 = time.perf_counter()
+            try: x, y, _ = next(it)
+            except StopIteration: break
+            t1 = time.perf_counter()
+            if augment is not None: x = augment(x)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            _sync(device)
+            t2 = time.perf_counter()
+            t_load += t1 - t0; t_aug += t2 - t1; n += x.shape[0]
+    wall = time.perf_counter() - t_start
+    return dict(batch=cfg.batch_size, samples=n, wall_s=wall, samples_per_s=n / wall if wall else None,
+                load_s=t_load, specaug_s=t_aug, ms_per_sample=1e3 * wall / n if n else None,
+                specaug=cfg.specaug, shape=list(data.cache.features.shape[1:]), dtype=str(data.cache.features.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------------- training
+def bench_train(data, model: str, method: str, batch: int, steps: int, warmup: int, device: torch.device,
+                specaug: str, duration: float, data_dir, amp_dtype: torch.dtype | None = None,
+                peak: float | None = None) -> dict:
+    "Warm-up steps (the first FLOP-counted), then `steps` timed steps of the real loop; medians and shares."
+    cfg = make_config(model=model, method=method, batch_size=batch, duration=duration, specaug=specaug,
+                      data_dir=data_dir, device=device.type, amp=amp_dtype is not None, progress=False)
+    rows = data.rows('train')
+    if len(rows) < batch: raise ValueError(f'{data.data_dir}: {len(rows)} training cycles, fewer than one batch of {batch}')
+    seed_everything(cfg.seed)
+    parts = build_parts(cfg, data.cache.features.shape[1], device, data.labels[rows])
+    params = [q for m in modules(parts) for q in m.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)
+    ma = MovingAverageUpdate(modules(parts), cfg.ma_beta)
+    step_fn = STEPS[cfg.method]
+
+    def batches():
+        "Batches in `train`'s order: per epoch re-seed, new SpecAugment, lr, generator, train mode."
+        for epoch, s, augment, loader in _epochs(data, rows, cfg, device):
+            parts.generator.manual_seed(s + 2)
+            for group in opt.param_groups: group['lr'] = cosine_lr(cfg, epoch)
+            for m in modules(parts): m.train()
+            yield from ((augment, b) for b in loader)
+
+    it = batches()
+
+    def one_step(counter=None) -> tuple[float, float, float]:
+        "(data s, compute s, loss) of one step."
+        _sync(device); t0 = time.perf_counter()
+        augment, (x, y, _) = next(it)
+        if augment is not None: x = augment(x)                              # masked copy, (B, 1, T, F)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        _sync(device); t1 = time.perf_counter()
+        ctx = counter if counter is not None else _Null()
+        with ctx:
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss, logs = step_fn(parts, x, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            ma.snapshot(); scaler.step(opt); scaler.update(); ma.blend()
+            value = loss.item()
+        _sync(device); t2 = time.perf_counter()
+        return t1 - t0, t2 - t1, value
+
+    flops, per_op = None, {}
+    for i in range(warmup):
+        if i == 0:
+            counter = fc.FlopCounterMode(display=False, custom_mapping=_custom_mapping())
+            try:
+                one_step(counter)
+                flops = int(counter.get_total_flops())
+                per_op = {str(k): int(v) for k, v in counter.get_flop_counts().get('Global', {}).items()}
+            except Exception as e:                                           # figures without FLOPs, not a crash
+                print(f'  FlopCounterMode failed ({type(e).__name__}: {e}); no FLOP/s figure', file=sys.stderr)
+        else:
+            one_step()
+    timed = [one_step() for _ in range(steps)]
+    d = [t[0] for t in timed]; c = [t[1] for t in timed]; tot = [t[0] + t[1] for t in timed]
+    med = statistics.median(tot)
+    r = dict(model=model, method=method, batch=batch, device=str(device),
+             dtype=str(amp_dtype).replace('torch.', '') + '-autocast' if amp_dtype else 'float32', specaug=specaug,
+             params=sum(p.numel() for p in params), warmup=warmup, steps=steps,
+             step_s=[round(t, 4) for t in tot], data_s=[round(t, 4) for t in d], compute_s=[round(t, 4) for t in c],
+             median_step_s=med, median_data_s=statistics.median(d), median_compute_s=statistics.median(c),
+             samples_per_s=batch / med, data_share=sum(d) / sum(tot), flops_per_step=flops,
+             losses=[round(t[2], 4) for t in timed])
+    r['achieved_flops'] = flops / med if flops else None
+    r['fraction_of_peak'] = r['achieved_flops'] / peak if flops and peak else None
+    del parts, opt, ma
+    return r
+
+
+class _Null:
+    def __enter__(self): return self
+    def __exit__(self, *a): return False
+
+
+# ---------------------------------------------------------------------------------------------------------------- main
+def _fmt(r: dict) -> str:
+    s = (f'{r["model"]:9s} {r["method"]:12s} batch {r["batch"]:2d} {r["dtype"]}: {r["samples_per_s"]:7.2f} samples/s; '
+         f'step median {r["median_step_s"]:.3f} s = data {r["median_data_s"] * 1e3:.1f} ms + compute '
+         f'{r["median_compute_s"]:.3f} s; data + SpecAugment {100 * r["data_share"]:.2f} % of step time')
+    s += f'\n          steps (s): {", ".join(f"{t:.3f}" for t in r["step_s"])}'
+    if r['flops_per_step']:
+        s += f'; {r["flops_per_step"] / 1e9:.1f} GFLOP/step (counter), {r["achieved_flops"] / 1e9:.1f} GFLOP/s'
+        if r['fraction_of_peak']: s += f' = {100 * r["fraction_of_peak"]:.1f} % of matmul peak'
+    return s
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--data', default=None, help='ICBHI-layout folder (default: the embedded synthetic set)')
+    ap.add_argument('--cache', default=None, help='feature-cache folder (default: $PATCHMIX_HOME/cache)')
+    ap.add_argument('--duration', type=float, default=8.0, help='seconds per clip (8 s = 798 frames, the paper)')
+    ap.add_argument('--models', nargs='+', default=['ast-tiny', 'ast-base'], help='backbones')
+    ap.add_argument('--methods', nargs='+', default=['patchmix_cl'], help="methods (keys of STEPS: 'patchmix_cl', 'ce', ...)")
+    ap.add_argument('--batch', nargs='+', type=int, default=None, help='batch per model (one value: all); default 8 for '
+                    'ast-tiny/ast-small, 2 for ast-base')
+    ap.add_argument('--steps', nargs='+', type=int, default=None, help='timed steps per model (one value: all); '
+                    'default 4 for ast-tiny/ast-small, 2 for ast-base')
+    ap.add_argument('--warmup', type=int, default=1, help='untimed steps first (the first one is FLOP-counted)')
+    ap.add_argument('--specaug', default='upstream', choices=['clean', 'upstream', 'off'], help='SpecAugment variant')
+    ap.add_argument('--data-passes', type=int, default=1, help='epochs over the training rows for the data-only figure')
+    ap.add_argument('--no-peak', action='store_true', help='skip the matmul peak measurement')
+    ap.add_argument('--gpu-batch', type=int, default=8, help='ast-base batch for the CUDA bf16 run')
+    ap.add_argument('--gpu-steps', type=int, default=10, help='timed steps of the CUDA bf16 run')
+    ap.add_argument('--json', action='store_true', help='also print one JSON line with all figures at the end')
+    args = ap.parse_args(argv)
+    for opt in ('batch', 'steps'):
+        v = getattr(args, opt)
+        if v is not None and len(v) not in (1, len(args.models)):
+            ap.error(f'--{opt} needs 1 or {len(args.models)} values, got {len(v)}')
+    big = lambda m: m == 'ast-base'
+    batches = (args.batch * len(args.models) if args.batch and len(args.batch) == 1 else args.batch) or \
+              [2 if big(m) else 8 for m in args.models]
+    steps = (args.steps * len(args.models) if args.steps and len(args.steps) == 1 else args.steps) or \
+            [2 if big(m) else 4 for m in args.models]
+    unknown = [m for m in args.methods if m not in STEPS]
+    if unknown: ap.error(f'unknown methods {unknown}; expected some of {list(STEPS)}')
+
+    torch.set_num_threads(os.cpu_count())
+    cpu = torch.device('cpu')
+    out: dict = dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+                     duration=args.duration, specaug=args.specaug)
+    load = os.getloadavg()[0]
+    out['loadavg_start'] = load
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, float32 on the CPU (no autocast), '
+          f'num_workers 0 (the Config default); load average {load:.2f} at start')
+    if load > 0.5:
+        print(f'  warning: load average {load:.2f} > 0.5: other processes compete for the cores; timings are pessimistic')
+
+    t0 = time.perf_counter()
+    data = load_data(make_config(data_dir=args.data, cache=args.cache, duration=args.duration))
+    out['load_data_s'] = time.perf_counter() - t0
+    feats = data.cache.features
+    out['data'] = dict(dir=str(data.data_dir), cache=str(getattr(data.cache, 'path', '')), shape=list(feats.shape),
+                       dtype=str(feats.dtype), train=int(len(data.rows('train'))))
+    print(f'data: {data.data_dir} | cache {feats.shape} {feats.dtype} ({feats.nbytes / 2**20:.0f} MiB) | '
+          f'{len(data.rows("train"))} train cycles | load_data (build/reuse cache) {out["load_data_s"]:.2f} s', flush=True)
+
+    peak = None
+    if not args.no_peak:
+        pk = matmul_peak()
+        out['cpu_peak'] = pk; peak = pk['peak']
+        print(f'matmul peak (float32 4096^3, best of 3): {peak / 1e9:.1f} GFLOP/s', flush=True)
+
+    dcfg = make_config(batch_size=max(batches), duration=args.duration, specaug=args.specaug)
+    dr = bench_data(data, dcfg, cpu, args.data_passes)
+    out['data_only'] = dr
+    print(f'data only (DataLoader + SpecAugment {args.specaug}, batch {dr["batch"]}, {dr["samples"]} samples): '
+          f'{dr["samples_per_s"]:.0f} samples/s ({dr["ms_per_sample"]:.2f} ms/sample: loading {dr["load_s"]:.3f} s, '
+          f'SpecAugment {dr["specaug_s"]:.3f} s)', flush=True)
+
+    out['cpu'] = []
+    for name, b, n in zip(args.models, batches, steps):
+        for method in args.methods:
+            r = bench_train(data, name, method, b, n, args.warmup, cpu, args.specaug, args.duration, args.data, None, peak)
+            out['cpu'].append(r)
+            print(_fmt(r), flush=True)
+    if out['cpu']:
+        slowest = min(r['samples_per_s'] for r in out['cpu'])
+        print(f'loading headroom: data-only {dr["samples_per_s"]:.0f} samples/s vs the fastest training '
+              f'{max(r["samples_per_s"] for r in out["cpu"]):.1f} samples/s '
+              f'({dr["samples_per_s"] / max(r["samples_per_s"] for r in out["cpu"]):.0f}x); slowest {slowest:.2f} samples/s')
+
+    if torch.cuda.is_available():
+        dev = torch.device('cuda')
+        gpk = matmul_peak(8192, device='cuda')
+        out['cuda_fp32_matmul_peak'] = gpk
+        gd = bench_data(data, make_config(batch_size=args.gpu_batch, duration=args.duration, specaug=args.specaug),
+                        dev, args.data_passes)
+        out['cuda_data_only'] = gd
+        r = bench_train(data, 'ast-base', 'patchmix_cl', args.gpu_batch, args.gpu_steps, max(args.warmup, 3), dev,
+                        args.specaug, args.duration, args.data, torch.bfloat16, None)
+        out['cuda'] = r
+        print(f'CUDA {torch.cuda.get_device_name()}: data only {gd["samples_per_s"]:.0f} samples/s')
+        print('CUDA ' + _fmt(r))
+        if r['achieved_flops']:
+            print(f'CUDA ast-base batch {args.gpu_batch} bf16 autocast: {r["samples_per_s"]:.1f} samples/s, '
+                  f'{r["achieved_flops"] / 1e12:.1f} TFLOP/s achieved (data loading included)')
+    else:
+        out['cuda'] = None
+        print('CUDA: skipped (torch.cuda.is_available() is False): ast-base batch 8 bf16-autocast run not done')
+
+    out['loadavg_end'] = os.getloadavg()[0]
+    print(f'load average at end: {out["loadavg_end"]:.2f}')
+    if args.json:
+        print(json.dumps(out, default=str))
+    return out
+
+
+if __name__ == '__main__':
+    main()
