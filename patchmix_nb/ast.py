@@ -101,8 +101,10 @@ class AST(nn.Module):
     def __init__(self, n_frames: int = 798, n_mels: int = 128, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, mlp_ratio: float = 4.0, patch_size: int = 16,
                  stride: tuple[int, int] = (10, 10), qkv_bias: bool = True, norm_eps: float = 1e-6,
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, pool: str = 'cls'):
         super().__init__()
+        if pool not in ('cls', 'mean'): raise ValueError(f"pool must be 'cls' (the paper's) or 'mean', got {pool!r}")
+        self.pool = pool
         self.n_frames, self.n_mels, self.patch_size, self.stride = n_frames, n_mels, patch_size, tuple(stride)
         self.grid = token_grid(n_frames, n_mels, patch_size, self.stride)      # (n_freq, n_time)
         self.num_patches = self.grid[0] * self.grid[1]
@@ -157,9 +159,9 @@ class AST(nn.Module):
         return h, info
 
     def forward(self, x: torch.Tensor, mix: MixFn | None = None):
-        "Pooled features z = (cls + dist) / 2, (B, D); with `mix`, returns (z, info)."
+        "Pooled features z = (cls + dist) / 2 (or the mean of the patch tokens, pool='mean'), (B, D); with `mix`, (z, info)."
         h, info = self.forward_features(x, mix)
-        z = (h[:, 0] + h[:, 1]) / 2
+        z = (h[:, 0] + h[:, 1]) / 2 if self.pool == 'cls' else h[:, 2:].mean(1)
         return z if mix is None else (z, info)
 
     def extra_repr(self) -> str:

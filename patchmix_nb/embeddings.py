@@ -70,7 +70,7 @@ def extract_embeddings(ckpt_or_parts, data: Data | str | None = None, split='tes
     dl = DataLoader(FeatureDataset(data.cache, rows, n_cls=cfg.n_cls), batch_size=batch_size, shuffle=False)
     out, got = [], []
     for x, _, j in dl:
-        z = parts.model(x.to(dev))                                   # (B, D) backbone features f(x)
+        z = parts.model(parts.scale(x.to(dev)))                     # (B, D) backbone features f(x)
         if which == 'projector': z = parts.projector(z)              # (B, D') projections h(f(x))
         out.append(z.float().cpu()); got.append(j)
     emb = torch.cat(out).numpy()                                     # (N, D)

@@ -15,12 +15,12 @@ DUR = 2.0   # short clips: 198 frames, cheap forward passes
 
 @pytest.fixture(scope='module')
 def data():
-    return load_data(make_config('cpu-demo', duration=DUR, method='ce'))
+    return load_data(make_config('cpu-demo', duration=DUR, method='ce', synthetic_recordings=48))
 
 
 def _checkpoint(path, method, duration=DUR, seed=0):
     "A run checkpoint as `train` writes it, from randomly initialised parts (no training needed)."
-    cfg = make_config('cpu-demo', duration=duration, method=method)
+    cfg = make_config('cpu-demo', duration=duration, method=method, synthetic_recordings=48)
     torch.manual_seed(seed)
     parts = build_parts(cfg, n_frames_for(duration), torch.device('cpu'))
     state = {n: m.state_dict() for n, m in (('model', parts.model), ('head', parts.head), ('projector', parts.projector))

@@ -11,7 +11,7 @@ from patchmix_nb.ast import AST, ast_config
 from patchmix_nb.train import (Config, MovingAverageUpdate, cosine_lr, evaluate_run, load_checkpoint, load_data,
                                make_config, predict_recording, summarize, train)
 
-TINY = dict(duration=2.0, epochs=2, max_steps=2, batch_size=8, progress=False)
+TINY = dict(synthetic_recordings=48, duration=2.0, epochs=2, max_steps=2, batch_size=8, progress=False)
 
 
 @pytest.fixture(scope='module')
@@ -80,7 +80,7 @@ def test_evaluate_reproduces_selected_epoch(run_dir):
 
 def test_predict_recording_with_and_without_annotation(run_dir):
     out, _ = run_dir
-    d = load_data(make_config('cpu-demo', duration=2.0))
+    d = load_data(make_config('cpu-demo', duration=2.0, synthetic_recordings=48))
     rec = d.index.recordings.iloc[0]
     with_txt = predict_recording(out / 'best.pt', rec.wav, rec.txt)
     assert len(with_txt) == rec.n_cycles and {'pred', 'label', 'p_normal'} <= set(with_txt.columns)
