@@ -125,7 +125,7 @@ class Trainer:
         self.proj = Projector(D, D, D).to(device).train()
         params = [*self.model.parameters(), *self.head.parameters(), *self.proj.parameters()]
         self.n_params = sum(p.numel() for p in params)
-        self.opt = torch.optim.Adam(params, lr=LR, weight_decay=WD)
+        self.opt = torch.optim.Adam(params, lr=LR, weight_decay=WD, fused=True)   # as the trainer (09_train)
         self.x = torch.randn(batch, 1, N_FRAMES, N_MELS, device=device)  # (B, 1, T, F)
         self.y = torch.randint(0, N_CLS, (batch,), device=device)         # (B,)
         self.gen = torch.Generator().manual_seed(seed)

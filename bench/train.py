@@ -130,7 +130,7 @@ def bench_train(data, model: str, method: str, batch: int, steps: int, warmup: i
     seed_everything(cfg.seed)
     parts = build_parts(cfg, data.cache.features.shape[1], device, data.labels[rows])
     params = [q for m in modules(parts) for q in m.parameters()]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)   # as train()
     scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)
     ma = MovingAverageUpdate(modules(parts), cfg.ma_beta)
     step_fn = STEPS[cfg.method]
