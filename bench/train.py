@@ -47,31 +47,7 @@ from patchmix_nb.train import (STEPS, MovingAverageUpdate, build_parts, cosine_l
 
 
 # ---------------------------------------------------------------------------------------------------------------- helpers
-def _sync(device) -> None:
-    if str(device).startswith('cuda'): torch.cuda.synchronize()
-
-
-def matmul_peak(n: int = 4096, repeats: int = 3, device: str = 'cpu') -> dict:
-    "Best-of-`repeats` float32 n³ matmul rate (FLOP/s) after one warm-up (bench/step.py's method)."
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    torch.matmul(a, b); _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); torch.matmul(a, b); _sync(device); times.append(time.perf_counter() - t0)
-    return dict(n=n, best_s=min(times), peak=2 * n ** 3 / min(times))
-
-
-def _custom_mapping() -> dict:
-    "FLOP formulas for the CPU flash-attention ops, missing from torch's registry (as in bench/step.py)."
-    aten = torch.ops.aten
-    fwd = lambda q, k, v, *a, out_shape=None, **kw: fc.sdpa_flop_count(q, k, v)
-    bwd = lambda g, q, k, v, *a, out_shape=None, **kw: fc.sdpa_backward_flop_count(g, q, k, v)
-    m = {}
-    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
-        m[aten._scaled_dot_product_flash_attention_for_cpu] = fwd
-    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu_backward'):
-        m[aten._scaled_dot_product_flash_attention_for_cpu_backward] = bwd
-    return {k: v for k, v in m.items() if k not in fc.flop_registry}
+from step import _custom_mapping, _sync, matmul_peak   # bench/step.py: peak measurement and CPU attention FLOPs
 
 
 def _loader(data, rows, cfg, device, g) -> DataLoader:

@@ -14,10 +14,7 @@ import torchaudio
 from patchmix_nb.audio import (FADE_LEN, cut_pad, cycle_bounds, cycles_from_recording, fade, load_cycles,
                                load_recording, read_wav, resample)
 from patchmix_nb.icbhi import ICBHIError
-
-
-def icbhi_dir() -> Path:
-    return Path(os.environ.get('PATCHMIX_ICBHI', Path(__file__).resolve().parents[2] / 'shared' / 'icbhi'))
+from reference_pipeline import icbhi_dir, reference_clips
 
 
 def sample_wavs() -> list[Path]:
@@ -31,26 +28,6 @@ def sample_wavs() -> list[Path]:
 def annotation(wav: Path) -> list:
     rows = [l.split() for l in wav.with_suffix('.txt').read_text().splitlines() if l.strip()]
     return [NS(start=float(r[0]), end=float(r[1])) for r in rows]
-
-
-def reference_clips(wav: Path, cycles) -> torch.Tensor:
-    "The reference pipeline written plainly: Resample + Fade on the recording, slice, tile + Fade per cycle."
-    data, sr = sf.read(str(wav), dtype='float32', always_2d=True)
-    data = torch.from_numpy(data.T.copy())
-    if sr != 16000:
-        data = torchaudio.transforms.Resample(sr, 16000)(data)
-    data = torchaudio.transforms.Fade(fade_in_len=1000, fade_out_len=1000, fade_shape='linear')(data)
-    out = []
-    for c in cycles:
-        L = data.shape[1]
-        chunk = data[:, min(int(c.start * 16000), L):min(int(c.end * 16000), L)]
-        if chunk.shape[-1] > 128000:
-            chunk = chunk[..., :128000]
-        else:
-            chunk = chunk.repeat(1, math.ceil(128000 / chunk.shape[-1]))[..., :128000]
-            chunk = torchaudio.transforms.Fade(fade_in_len=0, fade_out_len=1000, fade_shape='linear')(chunk)
-        out.append(chunk[0])
-    return torch.stack(out)
 
 
 # ---------------------------------------------------------------- real data

@@ -17,39 +17,13 @@ from patchmix_nb.audio import load_cycles
 from patchmix_nb.features import (FeatureDataset, SpecAugment, build_cache, cache_key, cache_manifest, fbank,
                                   kaldi_fbank, load_cache)
 from patchmix_nb.icbhi import ICBHIError
+from reference_pipeline import icbhi_dir, reference_fbank
 
-KW = dict(htk_compat=True, sample_frequency=16000, use_energy=False, window_type='hanning', num_mel_bins=128,
-          dither=0.0, frame_shift=10)
-
-
-def icbhi_dir() -> Path:
-    return Path(os.environ.get('PATCHMIX_ICBHI', Path(__file__).resolve().parents[2] / 'shared' / 'icbhi'))
-
-
-def plain_reference(wav: Path, cycles) -> torch.Tensor:
-    "Reference written plainly: Resample + Fade, slice, tile + Fade, kaldi.fbank per cycle, normalise."
-    data, sr = sf.read(str(wav), dtype='float32', always_2d=True)
-    data = torch.from_numpy(data.T.copy())
-    if sr != 16000:
-        data = torchaudio.transforms.Resample(sr, 16000)(data)
-    data = torchaudio.transforms.Fade(fade_in_len=1000, fade_out_len=1000, fade_shape='linear')(data)
-    out = []
-    for c in cycles:
-        L = data.shape[1]
-        chunk = data[:, min(int(c.start * 16000), L):min(int(c.end * 16000), L)]
-        if chunk.shape[-1] > 128000:
-            chunk = chunk[..., :128000]
-        else:
-            chunk = chunk.repeat(1, math.ceil(128000 / chunk.shape[-1]))[..., :128000]
-            chunk = torchaudio.transforms.Fade(fade_in_len=0, fade_out_len=1000, fade_shape='linear')(chunk)
-        f = torchaudio.compliance.kaldi.fbank(chunk, **KW)
-        out.append((f - (-4.2677393)) / (4.5689974 * 2))
-    return torch.stack(out)
 
 
 # ---------------------------------------------------------------- fbank
 
-def test_fbank_real_sample_equals_plain_reference():
+def test_fbank_real_sample_equals_reference_fbank():
     d = icbhi_dir() / 'sample' / 'ICBHI_final_database'
     wavs = sorted(d.glob('*.wav')) if d.is_dir() else []
     if not wavs:
@@ -59,7 +33,7 @@ def test_fbank_real_sample_equals_plain_reference():
         rows = [l.split() for l in wav.with_suffix('.txt').read_text().splitlines() if l.strip()]
         cycles = [NS(start=float(r[0]), end=float(r[1])) for r in rows]
         ours = fbank(load_cycles(wav, cycles))
-        ref = plain_reference(wav, cycles)
+        ref = reference_fbank(wav, cycles)
         assert ours.shape == ref.shape == (len(cycles), 798, 128)
         worst = max(worst, (ours - ref).abs().max().item())
     print(f'max |batched - reference| over the sample: {worst:.3g}')
