@@ -226,6 +226,15 @@ def profile_step(name: str, batch: int, top: int = 25) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------- main
+def finish(out: dict, as_json: bool) -> dict:
+    "Closing lines of a benchmark: the load average at the end and, with --json, all figures on one line."
+    out['loadavg_end'] = os.getloadavg()[0]
+    print(f'load average at end: {out["loadavg_end"]:.2f}')
+    if as_json:
+        print(json.dumps(out, default=str))
+    return out
+
+
 def _fmt(r: dict) -> str:
     c, a = r['flops_counter'], r['flops_analytic']
     fl = f'{(c or a) / 1e9:8.1f} GFLOP ({r["flops_used"]})'
@@ -301,11 +310,7 @@ def main(argv=None) -> dict:
         out['cuda'] = None
         print('CUDA: skipped (torch.cuda.is_available() is False): ast-base batch 8 bf16-autocast run not done')
 
-    out['loadavg_end'] = os.getloadavg()[0]
-    print(f'load average at end: {out["loadavg_end"]:.2f}')
-    if args.json:
-        print(json.dumps(out, default=str))
-    return out
+    return finish(out, args.json)
 
 
 if __name__ == '__main__':

@@ -47,7 +47,7 @@ from patchmix_nb.train import (STEPS, MovingAverageUpdate, build_parts, cosine_l
 
 
 # ---------------------------------------------------------------------------------------------------------------- helpers
-from step import _custom_mapping, _sync, matmul_peak   # bench/step.py: peak measurement and CPU attention FLOPs
+from step import _custom_mapping, _sync, finish, matmul_peak   # bench/step.py: peak measurement and CPU attention FLOPs
 
 
 def _loader(data, rows, cfg, device, g) -> DataLoader:
@@ -279,11 +279,7 @@ def main(argv=None) -> dict:
         out['cuda'] = None
         print('CUDA: skipped (torch.cuda.is_available() is False): ast-base batch 8 bf16-autocast run not done')
 
-    out['loadavg_end'] = os.getloadavg()[0]
-    print(f'load average at end: {out["loadavg_end"]:.2f}')
-    if args.json:
-        print(json.dumps(out, default=str))
-    return out
+    return finish(out, args.json)
 
 
 if __name__ == '__main__':
