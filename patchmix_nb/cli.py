@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('train', help='train a model; writes RUN/config.json, metrics.json, last.pt, best.pt')
     add_config_flags(p)
     p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    p.add_argument('--overwrite', action='store_true', help='replace a run already in OUT (default: refuse)')
 
     p = sub.add_parser('eval', help='score a checkpoint')
     p.add_argument('--ckpt', required=True); p.add_argument('--data', dest='data_dir', help='ICBHI folder (default: the training data)')
@@ -138,9 +139,10 @@ def cmd_prepare(a) -> int:
     return 0
 
 def cmd_train(a) -> int:
-    from patchmix_nb.train import train, default_out
+    from patchmix_nb.train import train, default_out, rank
     cfg = config_from_args(a)
-    m = train(cfg, resume=a.resume)
+    m = train(cfg, resume=a.resume, overwrite=a.overwrite)
+    if rank() != 0: return 0                                  # under torchrun, rank 0 reports
     t, u = m['test'], m['upstream_best_on_test']
     print(f"test (epoch {m['selected_epoch']}, selected on validation): Sp {t['sp']:.2f}  Se {t['se']:.2f}  Score {t['score']:.2f}")
     if u: print(f"upstream protocol (best epoch on test: {u['epoch']}): Sp {u['sp']:.2f}  Se {u['se']:.2f}  Score {u['score']:.2f}")

@@ -5,7 +5,7 @@
 # %% ../nbs/09_train.ipynb #d6e17ddd
 from __future__ import annotations
 
-import json, math, os, random, time, warnings
+import contextlib, functools, hashlib, json, math, os, random, re, shutil, time, warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -13,12 +13,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from .icbhi import CLASSES, CLASSES_2, ICBHIError, load_index, split_cycles
-from .features import SAMPLE_RATE, FeatureDataset, SpecAugment, build_cache, n_frames
+from .icbhi import CLASSES, CLASSES_2, DIAGNOSIS_CLASSES, DIAGNOSIS_CLASSES_2, ICBHIError, diagnosis_label, load_index, split_cycles
+from .features import SAMPLE_RATE, SpecAugment, build_cache, n_frames
 from .synthetic import ensure_synthetic, patchmix_home
 from .ast import ASTHead, create_backbone, load_pretrained
 from .patchmix import PatchMixer, cutmix, mixup
@@ -26,16 +27,23 @@ from .losses import Projector, contrastive_targets, mix_ce_loss, patchmix_contra
 from .metrics import BestTracker, confusion_matrix, icbhi_score
 
 # %% auto #0
-__all__ = ['METHODS', 'SPECAUG', 'PRESETS', 'step_mixup', 'step_cutmix', 'STEPS', 'Config', 'make_config', 'check_config',
+__all__ = ['METHODS', 'SPECAUG', 'PRECISIONS', 'CLASS_SPLITS', 'PRESETS', 'POS_EMBED_MODES', 'TARGET_TYPES', 'RUN_FREE',
+           'step_mixup', 'step_cutmix', 'STEPS', 'RUN_FILES', 'Config', 'make_config', 'check_config', 'config_hash',
            'cosine_lr', 'MovingAverageUpdate', 'Data', 'n_frames_for', 'specaug_time_width', 'cache_root',
-           'check_index', 'load_data', 'Parts', 'step_ce', 'step_patchmix_ce', 'step_patchmix_cl', 'resolve_device',
-           'amp_dtype', 'class_weights', 'build_parts', 'modules', 'predict_logits', 'scores', 'atomic_write',
-           'save_json', 'save_checkpoint', 'rng_state', 'load_checkpoint', 'seed_everything', 'default_out', 'train',
-           'summarize', 'plot_history', 'load_run', 'evaluate_run', 'predict_recording']
+           'check_index', 'cycle_labels', 'class_names', 'load_data', 'CycleDataset', 'world_size', 'rank',
+           'gather_with_grad', 'Parts', 'step_ce', 'step_patchmix_ce', 'step_patchmix_cl', 'resolve_device',
+           'cpu_bf16_native', 'amp_dtype', 'autocast', 'make_scaler', 'make_optimizer', 'class_weights', 'build_parts',
+           'modules', 'TrainingDiverged', 'train_step', 'ShardedBatches', 'run_epoch', 'predict_logits', 'scores',
+           'eval_loader', 'evaluate', 'atomic_write', 'save_json', 'save_checkpoint', 'remove_stale_temps', 'rng_state',
+           'load_checkpoint', 'commit_epoch', 'repair_run', 'seed_everything', 'default_out', 'prepare_run_folder',
+           'setup_processes', 'StepModule', 'train', 'summarize', 'plot_history', 'load_run', 'evaluate_run',
+           'predict_recording']
 
 # %% ../nbs/09_train.ipynb #18d4eb1d
 METHODS = ('ce', 'patchmix_ce', 'patchmix_cl', 'mixup', 'cutmix')
 SPECAUG = ('clean', 'upstream', 'off')
+PRECISIONS = ('auto', 'amp', 'fp32', 'bf16', 'fp16')
+CLASS_SPLITS = ('lungsound', 'diagnosis')
 
 def _f(default, help: str, **kw):
     "A dataclass field with a help text (shown by the CLI)."
@@ -51,7 +59,8 @@ class Config:
     test_fold: str = _f('official', "'official' (60/40 split) or a RespireNet patient fold 0..4")
     val_fraction: float = _f(0.15, 'share of train patients held out for validation (model selection)')
     split_seed: int = _f(0, 'seed of the validation split (fixed across training seeds)')
-    n_cls: int = _f(4, '4 = normal/crackle/wheeze/both, 2 = normal/abnormal')
+    class_split: str = _f('lungsound', "task: 'lungsound' (the paper: cycle labels) or 'diagnosis' (each cycle labelled by its patient's diagnosis)")
+    n_cls: int = _f(4, 'lungsound: 4 = normal/crackle/wheeze/both, 2 = normal/abnormal; diagnosis: 3 = healthy/chronic/non-chronic, 2 = healthy/unhealthy')
     duration: float = _f(8.0, 'seconds per cycle clip (the paper: 8 s -> 798 frames)')
     pad: str = _f('repeat', "'repeat' (the paper) or 'zero' padding of short cycles")
     # model
@@ -81,8 +90,11 @@ class Config:
     # run
     seed: int = _f(1, 'seed of python, numpy and torch')
     device: str = _f('auto', "'auto' (CUDA when present), 'cpu' or 'cuda'")
-    amp: bool = _f(True, 'mixed precision on CUDA (bf16 where supported, else fp16); never on the CPU')
+    precision: str = _f('auto', "'auto' (bf16 on CUDA where supported, else fp16; bf16 on CPUs with AMX/AVX512-BF16, else fp32), "
+                        "'amp' (the reference: mixed precision on CUDA only), 'fp32', 'bf16' or 'fp16'")
     num_workers: int = _f(0, 'DataLoader workers')
+    report_best_on_test: bool = _f(True, "score the test set every epoch for the reference protocol's best-on-test figure; "
+                                   "off: the test set is scored only at the selected epoch and at the end")
     max_steps: int | None = _f(None, 'cap on training steps per epoch (quick looks; None = all)')
     out_dir: str | None = _f(None, 'run folder; None = runs/<method>_<model>_seed<seed>')
     skip_bad: bool = _f(False, 'leave out recordings that fail validation (they are listed) instead of stopping')
@@ -94,6 +106,9 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> 'Config':
         names = {f.name for f in fields(cls)}
+        if 'amp' in d and 'precision' not in d:                    # runs saved before `precision` replaced `amp`
+            d = {**d, 'precision': 'amp' if d['amp'] else 'fp32'}
+        d = {k: v for k, v in d.items() if k != 'amp'}
         unknown = sorted(set(d) - names)
         if unknown: raise ValueError(f"unknown config keys {unknown}; expected some of {sorted(names)}")
         return cls(**d)
@@ -102,10 +117,13 @@ class Config:
 PRESETS: dict[str, dict] = {
     'paper': dict(model='ast-base', method='patchmix_cl', epochs=50, batch_size=8, lr=5e-5, weight_decay=1e-6,
                   min_lr_ratio=1e-3, ma_beta=0.5, specaug='upstream', pos_embed_mode='upstream', duration=8.0,
-                  pad='repeat', mix_beta=1.0, temperature=0.06, alpha=1.0, amp=True),
+                  pad='repeat', mix_beta=1.0, temperature=0.06, alpha=1.0, precision='amp', pool='cls',
+                  norm='audioset', max_steps=None),
     'cpu-demo': dict(model='ast-tiny', method='patchmix_cl', epochs=14, batch_size=16, lr=1e-3, min_lr_ratio=1.0,
                      weight_decay=1e-6, ma_beta=0.5, specaug='off', duration=2.0, pool='mean', norm='dataset',
-                     amp=False, synthetic_recordings=160),
+                     precision='auto', synthetic_recordings=160, report_best_on_test=False),
+    'smoke': dict(model='ast-tiny', method='patchmix_cl', epochs=1, max_steps=3, batch_size=8, lr=1e-3, min_lr_ratio=1.0,
+                  specaug='off', duration=2.0, pool='mean', norm='dataset', precision='auto', synthetic_recordings=48),
 }
 
 def make_config(preset: str | None = None, **overrides) -> Config:
@@ -116,20 +134,32 @@ def make_config(preset: str | None = None, **overrides) -> Config:
     cfg = Config.from_dict({**values, 'preset': preset})
     return check_config(cfg)
 
+POS_EMBED_MODES = ('upstream', 'canonical')
+TARGET_TYPES = ('grad_block', 'grad_flow', 'project_block', 'project_flow')
+
 def check_config(cfg: Config) -> Config:
-    "Refuse inconsistent settings with a message that says what is expected."
+    "Refuse settings that are inconsistent, can only diverge or would do nothing, saying what is expected."
     def need(ok, msg):
         if not ok: raise ValueError(msg)
-    need(cfg.method in METHODS, f"method must be one of {METHODS}, got {cfg.method!r}")
-    need(cfg.specaug in SPECAUG, f"specaug must be one of {SPECAUG}, got {cfg.specaug!r}")
-    need(cfg.pool in ('cls', 'mean'), f"pool must be 'cls' or 'mean', got {cfg.pool!r}")
-    need(cfg.norm in ('audioset', 'dataset'), f"norm must be 'audioset' or 'dataset', got {cfg.norm!r}")
-    need(cfg.n_cls in (2, 4), f"n_cls must be 2 or 4, got {cfg.n_cls}")
+    def one_of(name, allowed):
+        need(getattr(cfg, name) in allowed, f"{name} must be one of {', '.join(map(str, allowed))}; got {getattr(cfg, name)!r}")
+    one_of('method', METHODS); one_of('specaug', SPECAUG); one_of('pool', ('cls', 'mean')); one_of('norm', ('audioset', 'dataset'))
+    one_of('precision', PRECISIONS); one_of('class_split', CLASS_SPLITS); one_of('pos_embed_mode', POS_EMBED_MODES)
+    one_of('target_type', TARGET_TYPES); one_of('negative_pair', ('all', 'diff_label')); one_of('pad', ('repeat', 'zero'))
+    one_of('mix_mode', ('random', 'time'))
+    one_of('n_cls', (2, 4) if cfg.class_split == 'lungsound' else (2, 3))
     need(str(cfg.test_fold) in ('official', '0', '1', '2', '3', '4'), f"test_fold must be 'official' or 0..4, got {cfg.test_fold!r}")
     need(cfg.method in ('ce', 'mixup', 'cutmix') or cfg.model.startswith('ast'),
          f"method {cfg.method!r} mixes patch tokens and needs an AST backbone, got model {cfg.model!r}")
     need(cfg.device in ('auto', 'cpu', 'cuda') or cfg.device.startswith('cuda:'), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.epochs >= 1 and cfg.batch_size >= 2, "epochs must be >= 1 and batch_size >= 2 (BatchNorm and mixing need pairs)")
+    need(cfg.max_steps is None or cfg.max_steps >= 1, f"max_steps must be >= 1 (or None for whole epochs), got {cfg.max_steps}")
+    need(cfg.duration > 0, f"duration must be > 0 seconds (the paper: 8), got {cfg.duration}")
+    need(cfg.temperature > 0, f"temperature τ must be > 0 (the paper: 0.06; τ <= 0 divides by zero or flips the softmax), got {cfg.temperature}")
+    need(cfg.lr > 0 and cfg.mix_beta > 0, f"lr and mix_beta must be > 0, got lr={cfg.lr}, mix_beta={cfg.mix_beta}")
+    need(0 < cfg.min_lr_ratio <= 1, f"min_lr_ratio must be in (0, 1], got {cfg.min_lr_ratio}")
+    need(0 <= cfg.val_fraction < 1, f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    need(cfg.alpha >= 0 and cfg.weight_decay >= 0, f"alpha and weight_decay must be >= 0, got {cfg.alpha}, {cfg.weight_decay}")
     need(0 <= cfg.ma_beta < 1, f"ma_beta must be in [0, 1), got {cfg.ma_beta}")
     if cfg.preset == 'paper':
         need(cfg.pretrained is not None, "preset 'paper' needs a local pretrained checkpoint: pass pretrained=PATH "
@@ -137,6 +167,14 @@ def check_config(cfg: Config) -> Config:
     if cfg.pretrained is not None:
         need(Path(cfg.pretrained).exists(), f"{cfg.pretrained}: pretrained checkpoint not found")
     return cfg
+
+RUN_FREE = ('progress', 'device', 'num_workers', 'out_dir', 'cache', 'preset')   # change where/how, not what is trained
+
+def config_hash(cfg: Config | dict) -> str:
+    "A short hash of what a run trains (every field but the run-free ones): two runs with the same hash are the same run."
+    d = cfg.to_dict() if isinstance(cfg, Config) else Config.from_dict(dict(cfg)).to_dict()
+    blob = json.dumps({k: v for k, v in sorted(d.items()) if k not in RUN_FREE}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 # %% ../nbs/09_train.ipynb #b69b3676
 def cosine_lr(cfg: Config, epoch: int) -> float:
@@ -146,7 +184,7 @@ def cosine_lr(cfg: Config, epoch: int) -> float:
 
 # %% ../nbs/09_train.ipynb #ad6f416e
 class MovingAverageUpdate:
-    "The reference's ma_update: after each step every parameter and buffer becomes β·before + (1-β)·after."
+    "The reference's ma_update: every parameter and buffer becomes β·(state at the step's start) + (1-β)·(state after it)."
     def __init__(self, modules: list[nn.Module], beta: float):
         self.beta = beta
         self.tensors = [t for m in modules if m is not None for t in m.state_dict().values()]   # share storage
@@ -154,12 +192,12 @@ class MovingAverageUpdate:
 
     @torch.no_grad()
     def snapshot(self) -> None:
-        "Remember the pre-step state (call before optimizer.step)."
+        "Remember the state at the start of the step (before the forward pass, which updates BatchNorm buffers)."
         if self.beta > 0: self.before = [t.clone() for t in self.tensors]
 
     @torch.no_grad()
     def blend(self) -> None:
-        "θ ← β·θ_before + (1-β)·θ (call after optimizer.step); integer buffers truncate like the reference's."
+        "θ ← β·θ_before + (1-β)·θ (after optimizer.step); integer buffers truncate like the reference's."
         if self.beta <= 0: return
         for t, b in zip(self.tensors, self.before):
             if t.is_floating_point(): t.lerp_(b, self.beta)                       # t + β(b - t) = β·b + (1-β)·t
@@ -208,6 +246,25 @@ def check_index(index, skip_bad: bool = False, warn: Callable | None = None) -> 
         raise ICBHIError(f"{index.problems[0]}{more}; fix the files, or pass skip_bad / --skip-bad to leave them out")
     (warn or (lambda m: warnings.warn(m, stacklevel=3)))(f"{n} problem(s), left out: " + '; '.join(map(str, index.problems[:5])))
 
+def cycle_labels(index, class_split: str = 'lungsound', n_cls: int = 4) -> np.ndarray:
+    """Each cycle's label in the run's label set, from this index's annotations (never from a cache manifest):
+    lungsound (4: normal/crackle/wheeze/both, 2: normal/abnormal) or its patient's diagnosis (3 or 2 classes)."""
+    cyc = index.cycles
+    if class_split == 'lungsound':
+        y = cyc['crackle'].to_numpy().astype(np.int64) + 2 * cyc['wheeze'].to_numpy().astype(np.int64)
+        return y if n_cls == 4 else (y > 0).astype(np.int64)
+    diag = index.recordings.set_index('stem')['diagnosis'].reindex(cyc['stem'])
+    if diag.isna().any():
+        stem = cyc['stem'][diag.isna().to_numpy()].iloc[0]
+        raise ICBHIError(f"{index.data_dir}: class_split='diagnosis' needs each patient's diagnosis "
+                         f"(ICBHI_Challenge_diagnosis.txt); none for recording {stem}")
+    return np.array([diagnosis_label(d, n_cls) for d in diag], dtype=np.int64)
+
+def class_names(cfg: Config) -> tuple[str, ...]:
+    "The run's class names: normal/crackle/wheeze/both, normal/abnormal, healthy/chronic/non-chronic or healthy/unhealthy."
+    if cfg.class_split == 'diagnosis': return DIAGNOSIS_CLASSES if cfg.n_cls == 3 else DIAGNOSIS_CLASSES_2
+    return CLASSES if cfg.n_cls == 4 else CLASSES_2
+
 def load_data(cfg: Config, progress: bool = False) -> Data:
     "Index cfg.data_dir (or the synthetic default), build/reuse its feature cache, split cycles train/val/test."
     data_dir = Path(cfg.data_dir) if cfg.data_dir else ensure_synthetic(recordings=cfg.synthetic_recordings)
@@ -219,16 +276,50 @@ def load_data(cfg: Config, progress: bool = False) -> Data:
     split = split_cycles(index, test_fold=cfg.test_fold if cfg.test_fold == 'official' else int(cfg.test_fold),
                          val_fraction=cfg.val_fraction, seed=cfg.split_seed)
     key = pd.MultiIndex.from_frame(index.cycles[['stem', 'cycle']])
-    split = pd.Series(np.asarray(split), index=key)
     rows = pd.MultiIndex.from_frame(cache.cycles[['stem', 'cycle']])
-    labels = cache.cycles['label'].to_numpy()
-    if cfg.n_cls == 2: labels = (labels > 0).astype(np.int64)
-    return Data(data_dir, index, cache, split.reindex(rows).to_numpy(dtype=object), labels)
+    split = pd.Series(np.asarray(split), index=key).reindex(rows)
+    labels = pd.Series(cycle_labels(index, cfg.class_split, cfg.n_cls), index=key).reindex(rows)
+    if split.isna().any() or labels.isna().any():
+        raise ValueError(f"{cache.path}: the feature cache does not match the index of {data_dir} (rebuild it: patchmix prepare)")
+    return Data(data_dir, index, cache, split.to_numpy(dtype=object), labels.to_numpy().astype(np.int64))
+
+class CycleDataset(Dataset):
+    "Rows of the feature cache with the run's labels: item -> (x (1, T, 128) float32, label, cache row)."
+    def __init__(self, data: Data, rows: np.ndarray):
+        self.features, self.rows, self.labels = data.cache.features, np.asarray(rows, dtype=np.int64), data.labels
+    def __len__(self): return len(self.rows)
+    def __getitem__(self, i):
+        r = int(self.rows[i])
+        return torch.from_numpy(np.asarray(self.features[r], dtype=np.float32)).unsqueeze(0), int(self.labels[r]), r
+
+# %% ../nbs/09_train.ipynb #distcode
+def world_size() -> int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+def rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+class _GatherWithGrad(torch.autograd.Function):
+    "all_gather whose backward sums every process's gradient and returns this process's slice (gloo and NCCL)."
+    @staticmethod
+    def forward(ctx, x):
+        out = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(out, x.contiguous())
+        ctx.n = len(x)
+        return torch.cat(out)
+    @staticmethod
+    def backward(ctx, g):
+        g = g.contiguous().clone(); dist.all_reduce(g)
+        return g[rank() * ctx.n:(rank() + 1) * ctx.n]
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    "(B, ...) on each of W processes -> (W·B, ...) in rank order; the gradient flows back to each process's rows."
+    if world_size() == 1: return x
+    if not x.requires_grad:
+        out = [torch.empty_like(x) for _ in range(world_size())]; dist.all_gather(out, x.contiguous()); return torch.cat(out)
+    return _GatherWithGrad.apply(x)
 
 # %% ../nbs/09_train.ipynb #56348671
 @dataclass
 class Parts:
-    "What a step needs: backbone f, head g, projector h, the config, class weights and the mixing generator."
+    "What a step needs: backbone f, head g, projector h, the config, class weights, the mixing generator and the precision."
     model: nn.Module
     head: nn.Module
     projector: nn.Module | None
@@ -236,11 +327,16 @@ class Parts:
     class_weights: torch.Tensor | None
     generator: torch.Generator
     input_norm: tuple[float, float] = (0.0, 1.0)    # (mean, std) subtracted/divided before the backbone
+    dtype: torch.dtype | None = None                # autocast dtype of forward passes; None = float32
+    runner: nn.Module | None = None                 # the DDP-wrapped step (several processes); None = call the step
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         "Input as the backbone sees it: (x - mean) / std (identity for norm='audioset')."
         m, s = self.input_norm
         return x if (m, s) == (0.0, 1.0) else (x - m) / s
+
+    @property
+    def device(self) -> torch.device: return next(self.model.parameters()).device
 
 def step_ce(p: Parts, x, y):
     "Plain fine-tuning: CE(g(f(x)), y)."
@@ -263,9 +359,12 @@ def step_patchmix_cl(p: Parts, x, y):
     mixer = PatchMixer(p.cfg.mix_beta, p.cfg.mix_mode, p.model.grid, p.generator)
     z_mix, _ = p.model(x, mix=mixer)                                      # mixed pass (B, D)
     info = mixer.info
-    l_cl = patchmix_contrastive_loss(p.projector(z_mix), t, info.lam, info.index, p.cfg.temperature,
-                                     labels=y, negative_pair=p.cfg.negative_pair)
-    return l_ce + p.cfg.alpha * l_cl, {'ce': l_ce.item(), 'cl': l_cl.item(), 'lam': info.lam}
+    u, index, labels = p.projector(z_mix), info.index, y
+    if world_size() > 1:                        # the contrast sees the global batch; π stays within each process
+        u, t, labels = gather_with_grad(u), gather_with_grad(t), gather_with_grad(labels)
+        index = torch.cat([info.index + r * len(y) for r in range(world_size())])
+    l_cl = patchmix_contrastive_loss(u, t, info.lam, index, p.cfg.temperature, labels=labels, negative_pair=p.cfg.negative_pair)
+    return l_ce + p.cfg.alpha * l_cl, {'ce': l_ce.detach(), 'cl': l_cl.detach(), 'lam': info.lam}
 
 def _input_mix(fn):
     def step(p: Parts, x, y):
@@ -287,10 +386,40 @@ def resolve_device(name: str = 'auto') -> torch.device:
         raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA GPU (use --device cpu or auto)")
     return torch.device(name)
 
-def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    "Autocast dtype: bf16 on CUDA where supported, else fp16; None (float32) on the CPU."
-    if not enabled or device.type != 'cuda': return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+@functools.cache
+def cpu_bf16_native() -> bool:
+    "True when this processor has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16), asked at run time."
+    for probe in ('_is_amx_tile_supported', '_is_avx512_bf16_supported'):
+        with contextlib.suppress(Exception):
+            if getattr(torch._C._cpu, probe)(): return True
+    with contextlib.suppress(OSError):
+        return bool(re.search(r'\b(amx_bf16|avx512_bf16)\b', Path('/proc/cpuinfo').read_text()))
+    return False
+
+def amp_dtype(device: torch.device, precision: str | bool = 'auto') -> torch.dtype | None:
+    "The autocast dtype that `precision` means on `device` (None = float32; see the table above)."
+    if isinstance(precision, bool): precision = 'amp' if precision else 'fp32'   # the former `amp` flag
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == 'fp32': return None
+    if precision in ('bf16', 'fp16'): return torch.bfloat16 if precision == 'bf16' else torch.float16
+    if device.type == 'cuda': return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == 'auto' and device.type == 'cpu' and cpu_bf16_native() else None
+
+def autocast(parts_or_device, dtype: torch.dtype | None = None):
+    "The autocast context of a forward pass (a no-op for float32)."
+    if isinstance(parts_or_device, Parts): dtype, dev = parts_or_device.dtype, parts_or_device.device
+    else: dev = torch.device(parts_or_device)
+    return torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+def make_scaler(parts: Parts) -> torch.amp.GradScaler:
+    "A GradScaler, enabled only for float16 (bf16 and fp32 need no loss scaling)."
+    return torch.amp.GradScaler(parts.device.type, enabled=parts.dtype == torch.float16)
+
+def make_optimizer(parts: Parts, lr: float | None = None) -> torch.optim.Adam:
+    "Adam over backbone, head and projector in one group; L2 weight decay as the reference (not AdamW); fused kernels."
+    params = [q for m in modules(parts) for q in m.parameters()]
+    fused = parts.device.type == 'cuda' or (parts.device.type == 'cpu' and all(q.dtype == torch.float32 for q in params))
+    return torch.optim.Adam(params, lr=lr or parts.cfg.lr, weight_decay=parts.cfg.weight_decay, fused=fused)
 
 def class_weights(labels: np.ndarray, n_cls: int) -> torch.Tensor:
     "Inverse-frequency weights w_c ∝ 1/n_c, normalised to sum to 1 (the reference's weighted CE)."
@@ -309,28 +438,98 @@ def build_parts(cfg: Config, n_frames: int, device: torch.device, train_labels: 
     head = ASTHead(dim, cfg.n_cls)
     projector = Projector(dim, dim, cfg.proj_dim or dim) if cfg.method == 'patchmix_cl' else None
     weights = class_weights(train_labels, cfg.n_cls).to(device) if cfg.weighted_loss and train_labels is not None else None
-    parts = Parts(model.to(device), head.to(device), projector.to(device) if projector is not None else None,
-                  cfg, weights, torch.Generator(device='cpu'))
-    return parts
+    return Parts(model.to(device), head.to(device), projector.to(device) if projector is not None else None,
+                 cfg, weights, torch.Generator(device='cpu'), dtype=amp_dtype(device, cfg.precision))
 
 def modules(p: Parts) -> list[nn.Module]:
     return [m for m in (p.model, p.head, p.projector) if m is not None]
 
-# %% ../nbs/09_train.ipynb #f0d5dec6
+# %% ../nbs/09_train.ipynb #stepcode
+class TrainingDiverged(RuntimeError):
+    "A non-finite loss: the run stops, keeping the last good checkpoint."
+
+def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               ma: MovingAverageUpdate, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, dict]:
+    "One whole step: ma snapshot, forward under autocast, backward, optimiser step, ma blend. Returns (loss, logs), no host sync."
+    ma.snapshot()                                                          # the reference: a copy at the step's start
+    with autocast(parts):
+        loss, logs = parts.runner(x, y) if parts.runner is not None else STEPS[parts.cfg.method](parts, x, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()
+    else:
+        loss.backward(); optimizer.step()
+    ma.blend()
+    return loss.detach(), logs
+
+class ShardedBatches(torch.utils.data.Sampler):
+    "Global batches of a seeded shuffle of n rows; process `rank` of `world` gets its contiguous slice of each."
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True,
+                 rank: int = 0, world: int = 1):
+        if batch_size % world: raise ValueError(f"batch_size {batch_size} does not split over {world} processes (the global batch is split)")
+        self.n, self.bs, self.seed, self.shuffle, self.drop_last, self.rank, self.world = n, batch_size, seed, shuffle, drop_last, rank, world
+    def __len__(self): return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)) if self.shuffle else torch.arange(self.n)
+        local = self.bs // self.world
+        for b in range(len(self)):
+            yield order[b * self.bs:(b + 1) * self.bs][self.rank * local:(self.rank + 1) * local].tolist()
+
+def _finite_or_stop(steps: dict, epoch: int, first_step: int = 1) -> None:
+    loss = torch.stack([torch.as_tensor(v, dtype=torch.float32).cpu() for v in steps['loss']])
+    bad = (~torch.isfinite(loss)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        parts = ', '.join(f"{k} {float(torch.as_tensor(v[i])):.4g}" for k, v in steps.items() if k != 'loss')
+        raise TrainingDiverged(f"epoch {epoch}, step {first_step + i}: loss is {float(loss[i])} ({parts or 'no parts'}); "
+                               "the run stops, the last good checkpoint is kept (lower lr, raise temperature, or check the data)")
+
+def run_epoch(parts: Parts, batches, optimizer: torch.optim.Optimizer, ma: MovingAverageUpdate,
+              scaler: torch.amp.GradScaler | None = None, augment: Callable | None = None, max_steps: int | None = None,
+              epoch: int = 1, progress: bool = False, check_every: int = 50) -> dict:
+    "Train over `batches` of (x, y, row); returns the per-step loss and logs as lists (read from the device in bulk)."
+    from tqdm.auto import tqdm
+    for m in modules(parts): m.train()
+    dev, steps = parts.device, {}
+    n = len(batches) if max_steps is None else min(max_steps, len(batches))
+    bar = tqdm(total=n, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    for i, (x, y, _) in enumerate(batches):
+        if i >= n: break
+        if augment is not None: x = augment(x)                            # masked copy, (B, 1, T, F)
+        x, y = parts.scale(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True)
+        loss, logs = train_step(parts, x, y, optimizer, ma, scaler)
+        for k, v in {'loss': loss, **logs}.items(): steps.setdefault(k, []).append(v)
+        bar.update(1)
+        if dev.type == 'cpu' or (i + 1) % check_every == 0:              # free on the CPU; every 50 steps on a GPU
+            _finite_or_stop({k: v[-1:] for k, v in steps.items()}, epoch, i + 1)
+    bar.close()
+    out = {}
+    for k, v in steps.items():
+        if v and isinstance(v[0], torch.Tensor): out[k] = torch.stack([t.float() for t in v]).cpu().tolist()   # one sync
+        else: out[k] = [float(t) for t in v]
+    if out: _finite_or_stop(out, epoch)
+    return out
+
 @torch.no_grad()
-def predict_logits(parts: Parts, loader, device: torch.device, amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    "Logits (N, C) and labels (N,) over a loader, in eval mode."
+def predict_logits(parts: Parts, loader, device: torch.device | None = None, amp=None) -> tuple[np.ndarray, np.ndarray]:
+    "Logits (N, C) and labels (N,) over a loader, in eval mode; with several processes, every process's rows gathered."
     for m in modules(parts): m.eval()
-    dtype, out, ys = amp_dtype(device, amp), [], []
-    for x, y, _ in loader:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out.append(parts.head(parts.model(parts.scale(x.to(device, non_blocking=True)))).float().cpu())
-        ys.append(y)
-    if not out: return np.zeros((0, parts.cfg.n_cls), np.float32), np.zeros(0, np.int64)
-    return torch.cat(out).numpy(), torch.cat(ys).numpy()
+    dev = device or parts.device
+    out, ys, rows = [], [], []
+    for x, y, r in loader:
+        with autocast(parts):
+            out.append(parts.head(parts.model(parts.scale(x.to(dev, non_blocking=True)))).float().cpu())
+        ys.append(torch.as_tensor(y)); rows.append(torch.as_tensor(r))
+    logits = torch.cat(out).numpy() if out else np.zeros((0, parts.cfg.n_cls), np.float32)
+    y, r = (torch.cat(ys).numpy(), torch.cat(rows).numpy()) if ys else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if world_size() > 1:                                                   # every process scored a shard: put them together
+        parts_ = [None] * world_size(); dist.all_gather_object(parts_, (logits, y, r))
+        logits, y, r = (np.concatenate([p[i] for p in parts_]) for i in range(3))
+        order = np.argsort(r, kind='stable'); logits, y = logits[order], y[order]
+    return logits, y
 
 def scores(y_true: np.ndarray, logits: np.ndarray, n_cls: int) -> dict:
-    "Sp, Se, Score (and the two_cls_eval view of a 4-class model) in percent."
+    "Sp, Se, Score (and the two_cls_eval view of a 4-class lung-sound model) in percent."
     pred = logits.argmax(1)
     s = icbhi_score(y_true, pred, n_cls=n_cls)
     out = {k: float(s[k]) for k in ('sp', 'se', 'score', 'acc')}
@@ -339,22 +538,58 @@ def scores(y_true: np.ndarray, logits: np.ndarray, n_cls: int) -> dict:
         out.update(se_2cls=float(s2['se']), score_2cls=float(s2['score']))
     return out
 
+def eval_loader(data: Data, rows: np.ndarray, batch_size: int = 32, num_workers: int = 0) -> DataLoader:
+    "A loader over `rows` in order; with several processes, this process's shard (predict_logits gathers them)."
+    rows = np.asarray(rows)[rank()::world_size()]
+    return DataLoader(CycleDataset(data, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+def evaluate(parts: Parts, loader) -> dict:
+    "ICBHI scores of `parts` over `loader` (eval mode, argmax, no test-time augmentation)."
+    logits, y = predict_logits(parts, loader)
+    return scores(y, logits, parts.cfg.n_cls) if len(y) else {}
+
 # %% ../nbs/09_train.ipynb #c4049be8
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    "Call write(tmp) on a temp file beside `path`, then rename it onto `path` (atomic on POSIX)."
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _disk_error(path: Path, e: BaseException) -> OSError:
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, OSError) and e.errno == 28 or 'unexpected pos' in reason or 'No space' in reason:
+        reason = 'no space left on the device'
+    return OSError(f"{path}: could not write ({reason}; {free / 2**20:.0f} MB free there); the previous file is unchanged")
+
+def atomic_write(path: Path, write: Callable[[Path], None], commit: bool = True) -> Path:
+    """Call write(tmp) on a temp file beside `path`, then rename it onto `path` (atomic on POSIX); returns the temp
+    file instead when `commit=False` (the caller renames it: several files as one transaction)."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp); os.replace(tmp, path)
-    finally:
+        write(tmp)
+        if commit: os.replace(tmp, path)
+    except BaseException as e:
         if tmp.exists(): tmp.unlink()
-    return path
+        if isinstance(e, (OSError, RuntimeError)): raise _disk_error(path, e) from None
+        raise
+    return path if commit else tmp
 
-def save_json(obj, path: Path) -> Path:
-    return atomic_write(path, lambda t: t.write_text(json.dumps(obj, indent=2, default=str) + '\n'))
+def save_json(obj, path: Path, commit: bool = True) -> Path:
+    return atomic_write(path, lambda t: t.write_text(json.dumps(obj, indent=2, default=str) + '\n'), commit)
 
-def save_checkpoint(obj: dict, path: Path) -> Path:
-    return atomic_write(path, lambda t: torch.save(obj, t))
+def save_checkpoint(obj: dict, path: Path, commit: bool = True) -> Path:
+    return atomic_write(path, lambda t: torch.save(obj, t), commit)
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    "Delete `.NAME.PID.tmp` files left by writers that are no longer running; returns what was removed."
+    gone = []
+    for t in Path(folder).glob('.*.tmp'):
+        m = re.fullmatch(r'\..+\.(\d+)\.tmp', t.name)
+        if m and not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError): t.unlink(); gone.append(t)
+    return gone
 
 def rng_state() -> dict:
     "Python, numpy, torch (and CUDA) generator states, in types a weights_only load accepts."
@@ -365,16 +600,51 @@ def rng_state() -> dict:
             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 def load_checkpoint(path, map_location='cpu') -> dict:
-    "Read a checkpoint safely (weights_only: no code runs); a clear error for a missing or foreign file."
+    "Read a checkpoint safely (weights_only: no code runs); one clear line for a missing, empty or foreign file."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: checkpoint not found")
+    if path.is_dir(): raise IsADirectoryError(f"{path}: is a folder; expected a checkpoint file (RUN/best.pt or RUN/last.pt)")
+    if path.stat().st_size == 0: raise ValueError(f"{path}: empty file (0 bytes); expected a patchmix checkpoint (RUN/best.pt or RUN/last.pt)")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable patchmix checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable patchmix checkpoint ({type(e).__name__}: {msg[:160]})") from None
     if not isinstance(ck, dict) or 'model' not in ck or 'config' not in ck:
-        raise ValueError(f"{path}: not a patchmix checkpoint (expected keys 'model', 'head', 'config')")
+        raise ValueError(f"{path}: not a patchmix checkpoint (expected keys 'model', 'head', 'config'; "
+                         f"found {sorted(ck)[:6] if isinstance(ck, dict) else type(ck).__name__})")
     return ck
+
+def commit_epoch(out: Path, last: dict, metrics: dict, best: dict | None = None) -> None:
+    "Write an epoch's files as one transaction: every temp first, then rename last.pt, best.pt, metrics.json (last)."
+    temps = [(save_checkpoint(last, out / 'last.pt', commit=False), out / 'last.pt')]
+    try:
+        if best is not None: temps.append((save_checkpoint(best, out / 'best.pt', commit=False), out / 'best.pt'))
+        temps.append((save_json(metrics, out / 'metrics.json', commit=False), out / 'metrics.json'))
+    except BaseException:
+        for t, _ in temps: t.unlink(missing_ok=True)
+        raise
+    for t, p in temps: os.replace(t, p)
+
+def _best_state(last: dict) -> dict:
+    return {k: last[k] for k in ('model', 'head', 'projector', 'input_norm', 'config', 'epoch') if k in last}
+
+def repair_run(out: Path, summarize_fn: Callable | None = None) -> list[str]:
+    "Make a run folder consistent after an interruption: rebuild best.pt / metrics.json from a newer last.pt; remove dead temps."
+    out, fixed = Path(out), [f"removed {t.name}" for t in remove_stale_temps(out)]
+    if not (out / 'last.pt').exists(): return fixed
+    last = load_checkpoint(out / 'last.pt')
+    m = (summarize_fn or summarize)(last['history'], Config.from_dict(last['config']))
+    if m['selected_epoch'] == last['epoch']:
+        best_epoch = load_checkpoint(out / 'best.pt').get('epoch') if (out / 'best.pt').exists() else None
+        if best_epoch != last['epoch']:
+            save_checkpoint(_best_state(last), out / 'best.pt'); fixed.append(f"best.pt rebuilt from last.pt (epoch {last['epoch']})")
+    done = None
+    with contextlib.suppress(Exception): done = json.loads((out / 'metrics.json').read_text())['epochs_done']
+    if done != len(last['history']):
+        save_json({**m, 'config_hash': config_hash(last['config'])}, out / 'metrics.json')
+        fixed.append(f"metrics.json rebuilt from last.pt (epoch {last['epoch']})")
+    return fixed
 
 # %% ../nbs/09_train.ipynb #b1a8e5a3
 def seed_everything(seed: int, epoch: int = 0) -> int:
@@ -386,97 +656,155 @@ def seed_everything(seed: int, epoch: int = 0) -> int:
 def default_out(cfg: Config) -> Path:
     return Path(cfg.out_dir) if cfg.out_dir else Path('runs') / f"{cfg.method}_{cfg.model}_seed{cfg.seed}"
 
-_RESUME_FREE = {'epochs', 'progress', 'device', 'num_workers', 'out_dir', 'cache', 'data_dir'}
+_RESUME_FREE = {'epochs', 'progress', 'device', 'num_workers', 'out_dir', 'cache', 'data_dir', 'preset', 'report_best_on_test'}
 
 def _check_resume(saved: dict, cfg: Config, path: Path) -> None:
+    saved = Config.from_dict(saved).to_dict()
     diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if k not in _RESUME_FREE and saved.get(k) != v}
     if diff:
         raise ValueError(f"{path}: cannot resume, the config differs from the checkpoint's: " +
                          ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items()))
 
-# %% ../nbs/09_train.ipynb #25ed0e77
-def train(cfg: Config, resume: bool = False, stop_after: int | None = None, log: Callable | None = print) -> dict:
-    """Train `cfg`, evaluating validation and test every epoch; write the run folder; return metrics.
+RUN_FILES = ('last.pt', 'best.pt', 'metrics.json', 'config.json')
 
-    `resume=True` continues from `<out>/last.pt`. `stop_after` ends the run after that epoch (as an interruption would)."""
-    from tqdm.auto import tqdm
-    say = log or (lambda *a, **k: None)
+def prepare_run_folder(out: Path, resume: bool = False, overwrite: bool = False) -> Path:
+    "Check what `out` holds before a run writes there: refuse to overwrite a run, refuse to resume nothing."
+    out = Path(out)
+    held = [f for f in RUN_FILES if (out / f).exists()]
+    if resume and overwrite: raise ValueError("resume and overwrite exclude each other")
+    if resume:
+        if not (out / 'last.pt').exists():
+            raise FileNotFoundError(f"{out / 'last.pt'}: nothing to resume (no last.pt in the run folder); start without --resume")
+    elif held and not overwrite:
+        what = ''
+        with contextlib.suppress(Exception):
+            m = json.loads((out / 'metrics.json').read_text()); what = f" ({m['epochs_done']} of {m['config']['epochs']} epochs done)"
+        raise FileExistsError(f"{out}: already holds a run{what}; pass --resume to continue it or --overwrite to start again")
+    elif held:
+        for f in held: (out / f).unlink()
+    return out
+
+def setup_processes(device: str) -> tuple[int, int, torch.device]:
+    "(rank, world size, device): under torchrun, join the process group (NCCL on CUDA, gloo on the CPU)."
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    dev = resolve_device(device)
+    if world > 1:
+        if dev.type == 'cuda':
+            dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0'))); torch.cuda.set_device(dev)
+        if not dist.is_initialized(): dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
+    return rank(), world_size(), dev
+
+class StepModule(nn.Module):
+    "The run's step as one module, so that DistributedDataParallel can wrap it: forward(x, y) -> (loss, logs)."
+    def __init__(self, parts: Parts):
+        super().__init__()
+        self.model, self.head, self.projector = parts.model, parts.head, parts.projector
+        self._parts = [parts]                                             # a list: not registered as a submodule
+    def forward(self, x, y): return STEPS[self._parts[0].cfg.method](self._parts[0], x, y)
+
+# %% ../nbs/09_train.ipynb #25ed0e77
+def _state(parts: Parts) -> dict:
+    s = {name: m.state_dict() for name, m in (('model', parts.model), ('head', parts.head), ('projector', parts.projector)) if m is not None}
+    return {**s, 'input_norm': list(parts.input_norm)}
+
+def _load_state(parts: Parts, ck: dict) -> None:
+    for name, m in (('model', parts.model), ('head', parts.head), ('projector', parts.projector)):
+        if m is not None: m.load_state_dict(ck[name])
+
+def _means(steps: dict) -> dict:
+    return {k: float(np.mean(v)) if v else float('nan') for k, v in steps.items()}
+
+def train(cfg: Config, resume: bool = False, stop_after: int | None = None, log: Callable | None = print,
+          overwrite: bool = False) -> dict:
+    """Train `cfg`, selecting on validation every epoch; write the run folder; return metrics.
+
+    `resume=True` continues from `<out>/last.pt`; `overwrite=True` replaces a run already in `<out>`. `stop_after` ends
+    the run after that epoch (as an interruption would). Under `torchrun`, every process trains its share of each
+    global batch (DDP) and only rank 0 writes."""
     cfg = check_config(cfg)
-    out = default_out(cfg); out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    data = load_data(cfg, progress=cfg.progress)
+    r, world, device = setup_processes(cfg.device)
+    say = (log or (lambda *a, **k: None)) if r == 0 else (lambda *a, **k: None)
+    out = default_out(cfg)
+    if r == 0:
+        prepare_run_folder(out, resume, overwrite)
+        for msg in (repair_run(out) if resume else []): say(f"{out}: {msg}")
+        out.mkdir(parents=True, exist_ok=True)
+    if r == 0: data = load_data(cfg, progress=cfg.progress)                # rank 0 builds the cache, the others reuse it
+    if world > 1: dist.barrier()
+    if r != 0: data = load_data(cfg)
     tr, va, te = data.rows('train'), data.rows('val'), data.rows('test')
     if len(tr) < cfg.batch_size: raise ValueError(f"{data.data_dir}: {len(tr)} training cycles, fewer than one batch of {cfg.batch_size}")
-    say(f"data: {data.data_dir} | train {len(tr)}, val {len(va)}, test {len(te)} cycles | device {device}")
+    say(f"data: {data.data_dir} | train {len(tr)}, val {len(va)}, test {len(te)} cycles | device {device}"
+        f"{f' x {world} processes' if world > 1 else ''} | precision {str(amp_dtype(device, cfg.precision) or 'float32').replace('torch.', '')}")
 
     seed_everything(cfg.seed)
     n_frames = data.cache.features.shape[1]
     parts = build_parts(cfg, n_frames, device, data.labels[tr])
     if cfg.norm == 'dataset': parts.input_norm = data.input_stats()
-    params = [q for m in modules(parts) for q in m.parameters()]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay,   # L2 as the reference (not AdamW);
-                           fused=device.type in ('cpu', 'cuda'))                  # fused: one kernel, not 5 per tensor
-    dtype = amp_dtype(device, cfg.amp)
-    scaler = torch.amp.GradScaler('cuda', enabled=dtype == torch.float16)
+    if world > 1:
+        parts.runner = nn.parallel.DistributedDataParallel(StepModule(parts), device_ids=[device] if device.type == 'cuda' else None)
+    opt, scaler = make_optimizer(parts), make_scaler(parts)
     ma = MovingAverageUpdate(modules(parts), cfg.ma_beta)
 
     history, start = [], 0
-    if resume and (out / 'last.pt').exists():
+    if resume:
         ck = load_checkpoint(out / 'last.pt', map_location=device)
         _check_resume(ck['config'], cfg, out / 'last.pt')
-        for name, m in (('model', parts.model), ('head', parts.head), ('projector', parts.projector)):
-            if m is not None: m.load_state_dict(ck[name])
+        _load_state(parts, ck)
         opt.load_state_dict(ck['optimizer']); scaler.load_state_dict(ck['scaler'])
         history, start = ck['history'], ck['epoch']
         say(f"resumed {out / 'last.pt'} at epoch {start}")
-    save_json(cfg.to_dict(), out / 'config.json')
+    if r == 0: save_json(cfg.to_dict(), out / 'config.json')
 
-    def loader(rows, train: bool, g=None):
-        ds = FeatureDataset(data.cache, rows, n_cls=cfg.n_cls)
-        return DataLoader(ds, batch_size=cfg.batch_size, shuffle=train, drop_last=train, generator=g,
-                          num_workers=cfg.num_workers, pin_memory=device.type == 'cuda')
-    val_loader, test_loader = loader(va, False), loader(te, False)
-    step_fn = STEPS[cfg.method]
+    def batches(seed):
+        sampler = ShardedBatches(len(tr), cfg.batch_size, seed, rank=r, world=world)
+        return DataLoader(CycleDataset(data, tr), batch_sampler=sampler, num_workers=cfg.num_workers,
+                          pin_memory=device.type == 'cuda')
+    val_loader, test_loader = eval_loader(data, va, num_workers=cfg.num_workers), eval_loader(data, te, num_workers=cfg.num_workers)
     for epoch in range(start + 1, cfg.epochs + 1):
         s = seed_everything(cfg.seed, epoch)
-        g_data = torch.Generator().manual_seed(s)
         augment = None if cfg.specaug == 'off' else SpecAugment(T=specaug_time_width(n_frames), upstream=cfg.specaug == 'upstream', seed=s + 1)
-        parts.generator.manual_seed(s + 2)
+        parts.generator.manual_seed(s + 2)                                # the same mixing draws on every process
         lr = cosine_lr(cfg, epoch)
         for group in opt.param_groups: group['lr'] = lr
-        for m in modules(parts): m.train()
-        t0, losses = time.time(), []
-        batches = loader(tr, True, g_data)
-        n_steps = len(batches) if cfg.max_steps is None else min(cfg.max_steps, len(batches))
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-        for i, (x, y, _) in enumerate(batches):
-            if i >= n_steps: break
-            if augment is not None: x = augment(x)                          # masked copy, (B, 1, T, F)
-            x, y = parts.scale(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss, logs = step_fn(parts, x, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            ma.snapshot(); scaler.step(opt); scaler.update(); ma.blend()
-            losses.append(loss.item()); bar.update(1); bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        bar.close()
-        val = scores(*predict_logits(parts, val_loader, device, cfg.amp)[::-1], cfg.n_cls) if len(va) else {}
-        test = scores(*predict_logits(parts, test_loader, device, cfg.amp)[::-1], cfg.n_cls)
-        history.append({'epoch': epoch, 'lr': lr, 'loss': float(np.mean(losses)) if losses else float('nan'),
-                        'seconds': round(time.time() - t0, 2), 'val': val, 'test': test})
-        metrics = summarize(history, cfg)                  # selection lives in one place: summarize
-        say(f"epoch {epoch}: loss {history[-1]['loss']:.4f} | val Score {val.get('score', float('nan')):.2f} | "
-            f"test Sp {test['sp']:.2f} Se {test['se']:.2f} Score {test['score']:.2f} | {history[-1]['seconds']:.1f}s")
-        state = {name: m.state_dict() for name, m in (('model', parts.model), ('head', parts.head),
-                                                      ('projector', parts.projector)) if m is not None}
-        state['input_norm'] = list(parts.input_norm)
-        if metrics['selected_epoch'] == epoch:             # best.pt always holds the selected epoch
-            save_checkpoint({**state, 'config': cfg.to_dict(), 'epoch': epoch}, out / 'best.pt')
-        save_checkpoint({**state, 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(), 'rng': rng_state(),
-                         'epoch': epoch, 'history': history, 'config': cfg.to_dict()}, out / 'last.pt')
-        save_json(metrics, out / 'metrics.json')
+        t0 = time.time()
+        steps = run_epoch(parts, batches(s), opt, ma, scaler, augment, cfg.max_steps, epoch, cfg.progress and r == 0)
+        seconds = time.time() - t0
+        val = evaluate(parts, val_loader) if len(va) else {}
+        test = evaluate(parts, test_loader) if cfg.report_best_on_test else {}
+        history.append({'epoch': epoch, 'lr': lr, **_means(steps), 'seconds': round(seconds, 2),
+                        'eval_seconds': round(time.time() - t0 - seconds, 2), 'val': val, 'test': test,
+                        'steps': {k: [round(v, 6) for v in vs] for k, vs in steps.items()}})
+        metrics = summarize(history, cfg)                                 # selection lives in one place: summarize
+        tst = f"test Sp {test['sp']:.2f} Se {test['se']:.2f} Score {test['score']:.2f} | " if test else ''
+        say(f"epoch {epoch}/{cfg.epochs}: loss {history[-1]['loss']:.4f} | val Score {val.get('score', float('nan')):.2f} | "
+            f"{tst}{seconds:.1f}s")
+        if r == 0:
+            last = {**_state(parts), 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(), 'rng': rng_state(),
+                    'epoch': epoch, 'history': history, 'config': cfg.to_dict()}
+            best = _best_state(last) if metrics['selected_epoch'] == epoch else None   # best.pt holds the selected epoch
+            commit_epoch(out, last, {**metrics, 'config_hash': config_hash(cfg)}, best)
+        if world > 1: dist.barrier()
         if stop_after is not None and epoch >= stop_after: break
+    if not cfg.report_best_on_test and history and history[-1]['epoch'] == cfg.epochs:   # the run is complete
+        _test_at_the_end(parts, out, history, test_loader, opt, scaler, cfg, r, world)
     return summarize(history, cfg)
+
+def _test_at_the_end(parts, out, history, test_loader, opt, scaler, cfg, r, world) -> None:
+    "report_best_on_test off: score the test set with the last weights and with the selected epoch's (best.pt)."
+    if not history[-1]['test']: history[-1]['test'] = evaluate(parts, test_loader)
+    sel = summarize(history, cfg)['selected_epoch']
+    chosen = next(h for h in history if h['epoch'] == sel)
+    if not chosen['test']:
+        live = {k: {n: t.clone() for n, t in v.items()} if isinstance(v, dict) else v for k, v in _state(parts).items()}
+        _load_state(parts, load_checkpoint(default_out(cfg) / 'best.pt', map_location=parts.device))
+        chosen['test'] = evaluate(parts, test_loader)
+        _load_state(parts, live)
+    if r == 0:
+        last = load_checkpoint(out / 'last.pt', map_location='cpu')
+        last['history'] = history
+        commit_epoch(out, last, {**summarize(history, cfg), 'config_hash': config_hash(cfg)})
+    if world > 1: dist.barrier()
 
 # %% ../nbs/09_train.ipynb #250ed676
 def summarize(history: list[dict], cfg: Config) -> dict:
@@ -485,7 +813,7 @@ def summarize(history: list[dict], cfg: Config) -> dict:
     val_best, test_best = BestTracker(name='val'), BestTracker(name='test')
     for h in history:
         if h['val']: val_best.update(h['epoch'], h['val'], payload=h['test'])
-        test_best.update(h['epoch'], h['test'])
+        if h['test']: test_best.update(h['epoch'], h['test'])
     if val_best.best is not None:
         sel, how = val_best.best_epoch, 'best validation Score with Se > 5'
     elif history:
@@ -507,16 +835,28 @@ def summarize(history: list[dict], cfg: Config) -> dict:
 
 # %% ../nbs/09_train.ipynb #307f6486
 def plot_history(history: list[dict], title: str | None = None):
-    "Training loss and Sp/Se/Score per epoch (validation dashed, test solid)."
+    "Per-step losses (CE, CL) and λ, the epoch loss, and Sp/Se/Score per epoch (validation dashed, test solid)."
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     ep = [h['epoch'] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
-    a.plot(ep, [h['loss'] for h in history], marker='o'); a.set(xlabel='epoch', ylabel='training loss')
-    for key, c in (('score', 'C0'), ('sp', 'C1'), ('se', 'C2')):
-        b.plot(ep, [h['test'][key] for h in history], c, marker='o', label=f'test {key}')
-        if history and history[0]['val']:
-            b.plot(ep, [h['val'][key] for h in history], c, ls='--', label=f'val {key}')
-    b.set(xlabel='epoch', ylabel='%'); b.legend(fontsize=7, ncol=2)
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.2))
+    steps = [h.get('steps', {}) for h in history]
+    x0 = np.cumsum([0] + [len(s.get('loss', [])) for s in steps])
+    for key, color in (('loss', 'k'), ('ce', 'C0'), ('cl', 'C3')):
+        pts = [(x0[i] + j + 1, v) for i, s in enumerate(steps) for j, v in enumerate(s.get(key, []))]
+        if pts: a.plot(*zip(*pts), color=color, lw=.8, alpha=.8, label={'loss': 'L', 'ce': 'L_CE', 'cl': 'L_CL'}[key])
+    lam = [(x0[i] + j + 1, v) for i, s in enumerate(steps) for j, v in enumerate(s.get('lam', []))]
+    if lam:
+        a2 = a.twinx(); a2.scatter(*zip(*lam), s=4, color='C2', alpha=.5); a2.set_ylabel('λ', color='C2'); a2.set_ylim(0, 1)
+    a.set(xlabel='step', ylabel='loss', title='per step'); a.legend(fontsize=7, loc='upper right')
+    b.plot(ep, [h['loss'] for h in history], marker='o'); b.set(xlabel='epoch', ylabel='mean training loss', title='per epoch')
+    for key, col in (('score', 'C0'), ('sp', 'C1'), ('se', 'C2')):
+        t = [(h['epoch'], h['test'][key]) for h in history if h['test']]
+        if t: c.plot(*zip(*t), col, marker='o', label=f'test {key}')
+        v = [(h['epoch'], h['val'][key]) for h in history if h['val']]
+        if v: c.plot(*zip(*v), col, ls='--', marker='.', label=f'val {key}')
+    c.set(xlabel='epoch', ylabel='%', title='Sp, Se, Score'); c.legend(fontsize=7, ncol=1, loc='center left', bbox_to_anchor=(1.01, .5))
+    for ax in (b, c): ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -525,11 +865,15 @@ def plot_history(history: list[dict], title: str | None = None):
 def load_run(ckpt, device: str = 'cpu') -> tuple[Config, Parts]:
     "Config and model parts (eval mode) from a run's best.pt / last.pt."
     ck = load_checkpoint(ckpt, map_location='cpu')
-    cfg = replace(Config.from_dict(ck['config']), pretrained=None, device=device)
-    dev = resolve_device(device)
-    parts = build_parts(cfg, n_frames_for(cfg.duration), dev)
-    parts.model.load_state_dict(ck['model']); parts.head.load_state_dict(ck['head'])
-    if parts.projector is not None and 'projector' in ck: parts.projector.load_state_dict(ck['projector'])
+    try:
+        cfg = replace(Config.from_dict(ck['config']), pretrained=None, device=device)
+        dev = resolve_device(device)
+        parts = build_parts(cfg, n_frames_for(cfg.duration), dev)
+        parts.model.load_state_dict(ck['model']); parts.head.load_state_dict(ck['head'])
+        if parts.projector is not None and 'projector' in ck: parts.projector.load_state_dict(ck['projector'])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        msg = ' '.join(str(e).split())
+        raise ValueError(f"{ckpt}: the weights do not fit the model its config describes ({msg[:200]})") from None
     parts.input_norm = tuple(ck.get('input_norm', (0.0, 1.0)))
     for m in modules(parts): m.eval()
     return cfg, parts
@@ -539,36 +883,41 @@ def evaluate_run(ckpt, data_dir: str | None = None, split: str = 'test', device:
     cfg, parts = load_run(ckpt, device)
     cfg = replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir, cache=cache or cfg.cache)
     d = load_data(cfg)
+    if split not in ('train', 'val', 'test'): raise ValueError(f"split must be train, val or test; got {split!r}")
     rows = d.rows(split)
     if len(rows) == 0: raise ValueError(f"{d.data_dir}: no cycles in split {split!r}")
-    dl = DataLoader(FeatureDataset(d.cache, rows, n_cls=cfg.n_cls), batch_size=32)
-    logits, y = predict_logits(parts, dl, resolve_device(device), cfg.amp)
+    logits, y = predict_logits(parts, eval_loader(d, rows))
     pred = logits.argmax(1)
     return {'split': split, 'n': int(len(y)), **scores(y, logits, cfg.n_cls),
             'confusion': confusion_matrix(y, pred, cfg.n_cls).tolist(), 'checkpoint': str(ckpt), 'data': str(d.data_dir)}
 
 # %% ../nbs/09_train.ipynb #c27722ba
 def predict_recording(ckpt, wav, txt=None, device: str = 'cpu') -> pd.DataFrame:
-    "Per-cycle predictions for one recording: cycles from `txt`, else consecutive windows of the clip length."
-    from patchmix_nb.icbhi import Cycle, read_annotation
+    "Per-cycle predictions for one recording: cycles from `txt` (checked against the audio), else windows of the clip length."
+    from patchmix_nb.icbhi import Cycle, END_TOLERANCE, read_annotation
     from patchmix_nb.audio import load_cycles, read_wav
     from patchmix_nb.features import fbank
     cfg, parts = load_run(ckpt, device)
+    wave, sr = read_wav(wav)
+    total = len(wave) / sr
     if txt is not None:
         cycles = read_annotation(txt)
+        for line, c in enumerate(cycles, 1):
+            if c.end > total + END_TOLERANCE:
+                raise ICBHIError(f"{txt}:{line}: cycle ends at {c.end:.3f} s, past the end of {Path(wav).name} "
+                                 f"({total:.3f} s); expected cycles inside the recording")
+        if not cycles: raise ICBHIError(f"{txt}: no cycles; expected lines 'start end crackle wheeze'")
     else:
-        wave, sr = read_wav(wav)
-        total = len(wave) / sr
         n = max(1, math.ceil(total / cfg.duration - 1e-9))
         cycles = [Cycle(i * cfg.duration, min((i + 1) * cfg.duration, total), 0, 0) for i in range(n)]
     x = fbank(load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)   # (n, 1, T, 128)
-    dev = resolve_device(device)
-    with torch.no_grad():
-        logits = torch.cat([parts.head(parts.model(parts.scale(b.to(dev)))).float().cpu() for b in x.split(32)])
+    with torch.no_grad(), autocast(parts):
+        logits = torch.cat([parts.head(parts.model(parts.scale(b.to(parts.device)))).float().cpu() for b in x.split(32)])
     probs = logits.softmax(1).numpy()
-    names = CLASSES if cfg.n_cls == 4 else CLASSES_2
+    names = class_names(cfg)
     df = pd.DataFrame({'start': [c.start for c in cycles], 'end': [c.end for c in cycles],
                        'pred': [names[i] for i in probs.argmax(1)]})
     for i, n in enumerate(names): df[f"p_{n}"] = probs[:, i].round(4)
-    if txt is not None: df.insert(2, 'label', [names[c.label if cfg.n_cls == 4 else int(c.label > 0)] for c in cycles])
+    if txt is not None and cfg.class_split == 'lungsound':
+        df.insert(2, 'label', [names[c.label if cfg.n_cls == 4 else int(c.label > 0)] for c in cycles])
     return df

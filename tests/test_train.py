@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from patchmix_nb.ast import AST, ast_config
-from patchmix_nb.train import (Config, MovingAverageUpdate, cosine_lr, evaluate_run, load_checkpoint, load_data,
-                               make_config, predict_recording, summarize, train)
+from patchmix_nb import train as T
+from patchmix_nb.train import (STEPS, Config, MovingAverageUpdate, TrainingDiverged, build_parts, cosine_lr, evaluate_run,
+                               load_checkpoint, load_data, make_config, make_optimizer, modules, n_frames_for,
+                               predict_recording, repair_run, summarize, train, train_step)
 
 TINY = dict(synthetic_recordings=48, duration=2.0, epochs=2, max_steps=2, batch_size=8, progress=False)
 
@@ -123,6 +125,12 @@ def test_config_errors():
         make_config(method='supcon')
     with pytest.raises(ValueError, match='unknown config keys'):
         Config.from_dict({'lr': 1e-3, 'learning_rate': 1e-3})
+    for bad, msg in ((dict(temperature=0), 'temperature'), (dict(temperature=-1), 'temperature'), (dict(max_steps=0), 'max_steps'),
+                     (dict(duration=0), 'duration must be > 0'), (dict(pos_embed_mode='bogus'), 'pos_embed_mode'),
+                     (dict(precision='fp8'), 'precision'), (dict(class_split='diagnosis'), 'n_cls must be one of 2, 3')):
+        with pytest.raises(ValueError, match=msg):
+            make_config(**bad)
+    assert Config.from_dict({'amp': False}).precision == 'fp32'         # configs saved before `precision` still load
 
 
 def test_train_from_official_ast_checkpoint(tmp_path):
@@ -135,9 +143,154 @@ def test_train_from_official_ast_checkpoint(tmp_path):
     ck = tmp_path / 'audioset_tiny.pth'
     torch.save(sd, ck)
     out = tmp_path / 'run'
-    m = train(make_config('cpu-demo', pretrained=str(ck), out_dir=str(out), **{**TINY, 'epochs': 1, 'lr': 0.0,
+    m = train(make_config('cpu-demo', pretrained=str(ck), out_dir=str(out), **{**TINY, 'epochs': 1, 'lr': 1e-12,
                                                                               'ma_beta': 0.0, 'specaug': 'off'}), log=None)
     w = load_checkpoint(out / 'last.pt')['model']
-    assert torch.equal(w['blocks.0.attn.qkv.weight'], src.state_dict()['blocks.0.attn.qkv.weight'])  # lr 0: unchanged
+    torch.testing.assert_close(w['blocks.0.attn.qkv.weight'], src.state_dict()['blocks.0.attn.qkv.weight'],
+                               rtol=0, atol=1e-9)                                                   # lr 1e-12: unchanged
     assert w['pos_embed'].shape == (1, 2 + 12 * 19, 192)                                                # 2 s clips
     assert m['epochs_done'] == 1
+
+
+# ---------------------------------------------------------------- the reference's step order, literally
+
+def _reference_step(parts, x, y, opt, beta):
+    """A literal transcription of the reference's iteration with --ma_update: deep copies of the state dicts at the
+    start of the iteration, forward, loss, backward, step, then every entry blended and loaded back."""
+    import copy
+    nets = modules(parts)
+    ma_ckpt = [copy.deepcopy(m.state_dict()) for m in nets]               # at the start of the iteration
+    loss, _ = STEPS[parts.cfg.method](parts, x, y)
+    opt.zero_grad(); loss.backward(); opt.step()
+    for m, old in zip(nets, ma_ckpt):
+        new = m.state_dict()
+        m.load_state_dict({k: beta * old[k] + (1 - beta) * new[k] for k in new})
+    return loss.detach()
+
+
+def _fixed_parts(method='patchmix_cl'):
+    cfg = make_config('smoke', method=method, precision='fp32', device='cpu', weighted_loss=False)
+    torch.manual_seed(0)
+    parts = build_parts(cfg, n_frames_for(cfg.duration), torch.device('cpu'))
+    x = torch.randn(8, 1, n_frames_for(cfg.duration), 128, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    return cfg, parts, x, y
+
+
+def test_train_step_equals_the_reference_order():
+    "Parameters and every buffer (projector BatchNorm statistics included) after one step equal the reference's order."
+    import copy
+    cfg, a, x, y = _fixed_parts()
+    b = copy.deepcopy(a)
+    for p in (a, b): p.generator.manual_seed(5)                           # the same mixing plan (λ, π, mask)
+    opt_a, opt_b = make_optimizer(a), torch.optim.Adam([q for m in modules(b) for q in m.parameters()], lr=cfg.lr,
+                                                       weight_decay=cfg.weight_decay)
+    loss_a, _ = train_step(a, x, y, opt_a, MovingAverageUpdate(modules(a), cfg.ma_beta))
+    loss_b = _reference_step(b, x, y, opt_b, cfg.ma_beta)
+    assert float(loss_a) == pytest.approx(loss_b.item(), abs=1e-6)
+    for ma_, mb in zip(modules(a), modules(b)):
+        sa, sb = ma_.state_dict(), mb.state_dict()
+        for k in sb:
+            torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6, msg=lambda m: f"{k}: {m}")
+    bn = a.projector.bn
+    assert bn.num_batches_tracked.item() == 0                             # truncated back, as in the reference
+
+
+def test_snapshot_after_backward_would_miss_the_buffers():
+    "The defect this fixes: a snapshot taken after the forward pass leaves BatchNorm at momentum 0.1."
+    import copy
+    cfg, a, x, y = _fixed_parts()
+    b = copy.deepcopy(a)
+    for p in (a, b): p.generator.manual_seed(5)
+    train_step(a, x, y, make_optimizer(a), MovingAverageUpdate(modules(a), cfg.ma_beta))
+    opt_b, ma_b = make_optimizer(b), MovingAverageUpdate(modules(b), cfg.ma_beta)
+    loss, _ = STEPS[cfg.method](b, x, y); opt_b.zero_grad(); loss.backward()
+    ma_b.snapshot(); opt_b.step(); ma_b.blend()                           # the former order
+    bn = lambda p: next(m for m in p.projector.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    assert (bn(a).running_mean - bn(b).running_mean).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('method', ['ce', 'patchmix_ce', 'patchmix_cl', 'mixup', 'cutmix'])
+def test_every_method_takes_a_step(method):
+    "Each method's step runs through train_step: a finite loss, λ logged where there is mixing, and the weights move."
+    cfg, p, x, y = _fixed_parts(method)
+    before = {k: v.clone() for k, v in p.head.state_dict().items()}
+    loss, logs = train_step(p, x, y, make_optimizer(p), MovingAverageUpdate(modules(p), cfg.ma_beta))
+    assert torch.isfinite(loss)
+    assert ('lam' in logs) == (method != 'ce') and (method != 'ce') <= (0 <= float(logs.get('lam', 0)) <= 1)
+    if method == 'patchmix_cl': assert set(logs) == {'ce', 'cl', 'lam'}
+    assert any(not torch.equal(before[k], v) for k, v in p.head.state_dict().items())
+
+
+# ---------------------------------------------------------------- run folders, divergence, interruptions
+
+def test_run_folder_is_never_overwritten(tmp_path):
+    cfg = make_config('smoke', out_dir=str(tmp_path / 'r'), progress=False)
+    train(cfg, log=None)
+    with pytest.raises(FileExistsError, match=r"r: already holds a run \(1 of 1 epochs done\).*--resume.*--overwrite"):
+        train(cfg, log=None)
+    with pytest.raises(FileNotFoundError, match='nothing to resume'):
+        train(replace(cfg, out_dir=str(tmp_path / 'empty')), resume=True, log=None)
+    m = train(cfg, overwrite=True, log=None)
+    assert m['epochs_done'] == 1 and json.loads((tmp_path / 'r' / 'metrics.json').read_text())['config_hash'] == T.config_hash(cfg)
+
+
+def test_a_diverged_run_is_an_error_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, 'cosine_lr', lambda cfg, e: 1e-3 if e == 1 else float('nan'))   # epoch 2 diverges
+    cfg = make_config('smoke', epochs=2, max_steps=3, out_dir=str(tmp_path / 'r'), progress=False)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2: loss is nan \(ce nan, cl nan, lam"):
+        train(cfg, log=None)
+    assert load_checkpoint(tmp_path / 'r' / 'last.pt')['epoch'] == 1
+    assert json.loads((tmp_path / 'r' / 'metrics.json').read_text())['epochs_done'] == 1
+
+
+def test_a_mixed_run_folder_is_repaired_from_last_pt(tmp_path):
+    "Interrupted between renaming last.pt and metrics.json: the next start rebuilds what last.pt implies."
+    import shutil
+    cfg = make_config('smoke', epochs=2, max_steps=2, out_dir=str(tmp_path / 'a'), progress=False)
+    train(cfg, stop_after=1, log=None)
+    shutil.copytree(tmp_path / 'a', tmp_path / 'b')
+    train(cfg, resume=True, log=None)                                      # a: epoch 2 complete
+    shutil.copy(tmp_path / 'a' / 'last.pt', tmp_path / 'b' / 'last.pt')   # b: last.pt of epoch 2, the rest of epoch 1
+    (tmp_path / 'b' / '.last.pt.999999999.tmp').write_bytes(b'')         # a dead writer's leftover
+    fixed = repair_run(tmp_path / 'b')
+    assert any('metrics.json rebuilt' in f for f in fixed) and any('.last.pt.999999999.tmp' in f for f in fixed)
+    ma, mb = (json.loads((tmp_path / d / 'metrics.json').read_text()) for d in 'ab')
+    assert mb['epochs_done'] == 2 and mb['selected_epoch'] == ma['selected_epoch']
+    assert load_checkpoint(tmp_path / 'b' / 'best.pt')['epoch'] == ma['selected_epoch']
+    assert not (tmp_path / 'b' / '.last.pt.999999999.tmp').exists()
+
+
+def test_unreadable_checkpoints_are_one_line(tmp_path, run_dir):
+    (tmp_path / 'empty.pt').write_bytes(b'')
+    (tmp_path / 'junk.pt').write_bytes(b'not a zip file at all')
+    torch.save({'conv1.weight': torch.zeros(1)}, tmp_path / 'resnet.pt')
+    for name, msg in (('empty.pt', 'empty file'), ('junk.pt', 'not a readable patchmix checkpoint'), ('resnet.pt', "expected keys 'model'")):
+        with pytest.raises(ValueError, match=msg) as e:
+            evaluate_run(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and '\n' not in str(e.value)
+    ck = load_checkpoint(run_dir[0] / 'best.pt'); ck['config']['model'] = 'ast-small'
+    torch.save(ck, tmp_path / 'mismatch.pt')
+    with pytest.raises(ValueError, match=r"mismatch.pt: the weights do not fit the model"):
+        evaluate_run(tmp_path / 'mismatch.pt')
+
+
+def test_predict_refuses_cycles_past_the_end(tmp_path, run_dir):
+    d = load_data(make_config('cpu-demo', duration=2.0, synthetic_recordings=48))
+    rec = d.index.recordings.iloc[0]
+    txt = tmp_path / Path(rec.txt).name
+    txt.write_text(f"0.5\t{rec.duration + 24:.3f}\t0\t0\n")
+    with pytest.raises(T.ICBHIError, match=rf"{txt.name}:1: cycle ends at .* past the end"):
+        predict_recording(run_dir[0] / 'best.pt', rec.wav, txt)
+
+
+def test_diagnosis_task_labels_each_cycle_by_its_patient(tmp_path):
+    cfg = make_config('smoke', class_split='diagnosis', n_cls=3, out_dir=str(tmp_path / 'dx'), progress=False)
+    d = load_data(cfg)
+    diag = d.index.recordings.set_index('stem')['diagnosis']
+    from patchmix_nb.icbhi import diagnosis_label
+    want = [diagnosis_label(diag[s], 3) for s in d.cache.cycles['stem']]
+    assert d.labels.tolist() == want and set(want) >= {0}
+    m = train(cfg, log=None)
+    assert m['test']['score'] == pytest.approx((m['test']['sp'] + m['test']['se']) / 2)
+    assert T.class_names(cfg) == ('healthy', 'chronic', 'non-chronic')
