@@ -505,7 +505,10 @@ def run_epoch(parts: Parts, batches, optimizer: torch.optim.Optimizer, ma: Movin
     bar.close()
     out = {}
     for k, v in steps.items():
-        if v and isinstance(v[0], torch.Tensor): out[k] = torch.stack([t.float() for t in v]).cpu().tolist()   # one sync
+        if v and isinstance(v[0], torch.Tensor):
+            t = torch.stack([t.float() for t in v])
+            if world_size() > 1: dist.all_reduce(t); t /= world_size()     # the global batch's mean, as one process logs it
+            out[k] = t.cpu().tolist()                                      # one sync per epoch
         else: out[k] = [float(t) for t in v]
     if out: _finite_or_stop(out, epoch)
     return out
