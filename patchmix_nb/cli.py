@@ -126,11 +126,13 @@ def cmd_prepare(a) -> int:
     from patchmix_nb.features import build_cache
     from patchmix_nb.synthetic import ensure_synthetic, patchmix_home
     from patchmix_nb.train import check_index
+    from patchmix_nb.icbhi import guard_output
+    cache_dir = guard_output(a.cache or patchmix_home() / 'cache', 'cache')  # never inside a dataset folder
     data = Path(a.data_dir) if a.data_dir else ensure_synthetic()
     idx = load_index(data)
     check_index(idx, a.skip_bad, warn=lambda m: print(f"patchmix prepare: {m}", file=sys.stderr))
     t0 = time.time()
-    cache = build_cache(idx, a.cache or patchmix_home() / 'cache', workers=a.workers, dtype=a.dtype,
+    cache = build_cache(idx, cache_dir, workers=a.workers, dtype=a.dtype,
                         progress=a.progress, pad=a.pad, duration=a.duration)
     size = sum(f.stat().st_size for f in cache.path.iterdir()) / 1e6
     print(f"cache {cache.path}: {len(cache)} cycles, features {tuple(cache.features.shape)} {cache.features.dtype}, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,7 +24,7 @@ __all__ = ['CLASSES', 'CLASSES_2', 'DIAGNOSES', 'CHRONIC', 'NON_CHRONIC', 'DIAGN
            'RecordingName', 'parse_stem', 'meditron_stem', 'read_split', 'read_diagnosis', 'read_folds', 'read_aliases',
            'AudioInfo', 'audio_info', 'check_cycles_fit', 'ICBHIIndex', 'load_index', 'class_counts', 'index_stats',
            'index_summary', 'validation_patients', 'split_recordings', 'split_cycles', 'patients_in_both_splits',
-           'plot_class_balance', 'plot_cycles']
+           'plot_class_balance', 'plot_cycles', 'holds_icbhi', 'guard_output']
 
 # %% ../nbs/00_icbhi.ipynb #84763583
 CLASSES = ('normal', 'crackle', 'wheeze', 'both')  # 4-class cycle labels (index = label)
@@ -644,3 +645,29 @@ def plot_cycles(index: ICBHIIndex, stem: str):
               loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/00_icbhi.ipynb #g0code
+_RECORDING_FILE = re.compile(r'^\d{3}_[^_\s]+_(' + '|'.join(LOCATIONS) + ')_(' + '|'.join(MODES) + ')_('
+                             + '|'.join(DEVICES) + r')\.(wav|txt)$', re.IGNORECASE)
+
+
+def holds_icbhi(folder: str | os.PathLike) -> str | None:
+    "What makes `folder` an ICBHI data folder (an entry's name), or None: the audio folder, split/diagnosis file, a recording."
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name in (AUDIO_DIR, SPLIT_FILE, DIAGNOSIS_FILE) or _RECORDING_FILE.match(e.name): return e.name
+    except (NotADirectoryError, FileNotFoundError, PermissionError): pass
+    return None
+
+
+def guard_output(dest: str | os.PathLike, what: str = 'output') -> Path:
+    "Resolved `dest`, or `ICBHIError` (one line, both paths) if `dest` is, or is inside, a folder holding ICBHI data."
+    p = Path(dest).expanduser().resolve()
+    for d in (p, *p.parents):
+        found = holds_icbhi(d) if d.is_dir() else None
+        if found is not None:
+            where = 'is' if d == p else 'is inside'
+            raise ICBHIError(f'{what} folder {where} the ICBHI data folder {d} (it holds {found}); the dataset is '
+                             f'read-only to patchmix: choose a folder outside it', p)
+    return p
