@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workers', type=int, default=2); p.add_argument('--dtype', default='float16', choices=['float16', 'float32'])
     p.add_argument('--duration', type=float, default=8.0); p.add_argument('--pad', default='repeat', choices=['repeat', 'zero'])
     p.add_argument('--no-progress', dest='progress', action='store_false')
-    p.add_argument('--skip-bad', action='store_true', help='leave out recordings that fail validation (listed) instead of stopping')
+    p.add_argument('--skip-bad', action='store_true', help='leave out recordings that fail validation or have no audio (listed) instead of stopping')
 
     p = sub.add_parser('train', help='train a model; writes RUN/config.json, metrics.json, last.pt, best.pt')
     add_config_flags(p)
@@ -133,7 +133,8 @@ def cmd_prepare(a) -> int:
     check_index(idx, a.skip_bad, warn=lambda m: print(f"patchmix prepare: {m}", file=sys.stderr))
     t0 = time.time()
     cache = build_cache(idx, cache_dir, workers=a.workers, dtype=a.dtype,
-                        progress=a.progress, pad=a.pad, duration=a.duration)
+                        progress=a.progress, pad=a.pad, duration=a.duration,
+                        missing='skip' if a.skip_bad else 'error')
     size = sum(f.stat().st_size for f in cache.path.iterdir()) / 1e6
     print(f"cache {cache.path}: {len(cache)} cycles, features {tuple(cache.features.shape)} {cache.features.dtype}, "
           f"{size:.1f} MB, ready in {time.time() - t0:.1f}s")
