@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from .icbhi import ICBHIError
+from .icbhi import ICBHIError, MIN_SAMPLE_RATE
 
 # %% auto #0
 __all__ = ['SAMPLE_RATE', 'DURATION', 'FADE_LEN', 'read_wav', 'resample', 'fade', 'load_recording', 'cycle_bounds', 'cut_pad',
@@ -66,6 +66,9 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise ICBHIError(f'unreadable audio file ({e})', path=path) from None
     if info.channels != 1:
         raise ICBHIError(f'expected a mono recording, found {info.channels} channels', path=path)
+    if info.samplerate < MIN_SAMPLE_RATE:
+        raise ICBHIError(f'implausible sample rate {info.samplerate} Hz (expected at least {MIN_SAMPLE_RATE} Hz; '
+                         'ICBHI uses 4 kHz to 44.1 kHz)', path=path)
     announced, present = _wav_header_frames(path)
     if announced is not None and announced > present:
         raise ICBHIError(f'truncated wav: header announces {announced} frames, file holds {present}', path=path)
@@ -79,6 +82,10 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise ICBHIError('empty recording (0 frames)', path=path)
     if info.subtype in ('FLOAT', 'DOUBLE') and not np.isfinite(wave).all():
         raise ICBHIError('recording contains NaN or infinite samples', path=path)
+    lo, hi = float(wave.min()), float(wave.max())
+    if lo == hi:  # nothing to hear: a failed recorder or a placeholder file
+        raise ICBHIError(('silent recording (every sample is 0)' if lo == 0 else
+                          f'constant recording (every sample is {lo:g})') + ': no sound to classify', path=path)
     return wave, int(sr)
 
 # %% ../nbs/01_audio.ipynb #9c95c495

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workers', type=int, default=2); p.add_argument('--dtype', default='float16', choices=['float16', 'float32'])
     p.add_argument('--duration', type=float, default=8.0); p.add_argument('--pad', default='repeat', choices=['repeat', 'zero'])
     p.add_argument('--no-progress', dest='progress', action='store_false')
-    p.add_argument('--skip-bad', action='store_true', help='leave out recordings that fail validation (listed) instead of stopping')
+    p.add_argument('--skip-bad', action='store_true', help='leave out recordings that fail validation or have no audio (listed) instead of stopping')
 
     p = sub.add_parser('train', help='train a model; writes RUN/config.json, metrics.json, last.pt, best.pt')
     add_config_flags(p)
@@ -127,12 +127,15 @@ def cmd_prepare(a) -> int:
     from patchmix_nb.features import build_cache
     from patchmix_nb.synthetic import ensure_synthetic, patchmix_home
     from patchmix_nb.train import check_index
+    from patchmix_nb.icbhi import guard_output
+    cache_dir = guard_output(a.cache or patchmix_home() / 'cache', 'cache')  # never inside a dataset folder
     data = Path(a.data_dir) if a.data_dir else ensure_synthetic()
     idx = load_index(data)
     check_index(idx, a.skip_bad, warn=lambda m: print(f"patchmix prepare: {m}", file=sys.stderr))
     t0 = time.time()
-    cache = build_cache(idx, a.cache or patchmix_home() / 'cache', workers=a.workers, dtype=a.dtype,
-                        progress=a.progress, pad=a.pad, duration=a.duration)
+    cache = build_cache(idx, cache_dir, workers=a.workers, dtype=a.dtype,
+                        progress=a.progress, pad=a.pad, duration=a.duration,
+                        missing='skip' if a.skip_bad else 'error')
     size = sum(f.stat().st_size for f in cache.path.iterdir()) / 1e6
     print(f"cache {cache.path}: {len(cache)} cycles, features {tuple(cache.features.shape)} {cache.features.dtype}, "
           f"{size:.1f} MB, ready in {time.time() - t0:.1f}s")

@@ -5,11 +5,16 @@
 # %% ../nbs/02_features.ipynb #e4e50b99
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import math
 import os
 import shutil
+import signal
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -23,13 +28,14 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 
 import patchmix_nb
-from .icbhi import ICBHIError
+from .icbhi import ICBHIError, guard_output
 from .audio import SAMPLE_RATE, DURATION, load_recording, cycles_from_recording
 
 # %% auto #0
-__all__ = ['FBANK_MEAN', 'FBANK_STD', 'N_MELS', 'FBANK_KWARGS', 'CACHE_VERSION', 'n_frames', 'kaldi_fbank', 'fbank', 'plot_fbank',
-           'SpecAugment', 'plot_specaugment', 'cache_manifest', 'cache_key', 'FeatureCache', 'load_cache',
-           'build_cache', 'FeatureDataset']
+__all__ = ['FBANK_MEAN', 'FBANK_STD', 'N_MELS', 'FBANK_KWARGS', 'CACHE_VERSION', 'SAMPLE_BLOCKS', 'BLOCK', 'PR_SET_PDEATHSIG',
+           'TMP_PREFIX', 'n_frames', 'kaldi_fbank', 'fbank', 'plot_fbank', 'SpecAugment', 'plot_specaugment',
+           'cache_manifest', 'cache_key', 'remove_stale_builds', 'FeatureCache', 'load_cache', 'build_cache',
+           'FeatureDataset']
 
 # %% ../nbs/02_features.ipynb #317467ba
 FBANK_MEAN = -4.2677393  # μ: AudioSet mean used by AST and the reference
@@ -188,11 +194,29 @@ def plot_specaugment(before, after, title: str = 'SpecAugment'):
     return fig
 
 # %% ../nbs/02_features.ipynb #a6c0c5df
-def _file_sig(path) -> dict:
-    "Path, size and mtime_ns of a data file: what the cache key depends on."
+SAMPLE_BLOCKS, BLOCK = 16, 4096  # the audio sample of the key: the first 4 KiB (header) and 16 blocks spread over the file
+
+
+def _audio_sample_hash(path, size: int) -> str:
+    "blake2b of the header block and `SAMPLE_BLOCKS` blocks spread evenly over an audio file (~70 KB read per file)."
+    h = hashlib.blake2b(digest_size=16)
+    offsets = sorted({0, max(0, size - BLOCK), *(size * k // SAMPLE_BLOCKS for k in range(1, SAMPLE_BLOCKS))})
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for off in offsets: h.update(os.pread(fd, BLOCK, off))
+    finally: os.close(fd)
+    return h.hexdigest()
+
+
+def _file_sig(path, text: bool = False) -> dict:
+    "What the cache key knows of a data file: an annotation's content hash; an audio file's size, mtime and sampled hash."
     p = Path(path)
-    st = p.stat()
-    return dict(path=str(p.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns)
+    try:
+        st = p.stat()
+        if text: return dict(path=str(p.resolve()), sha256=hashlib.sha256(p.read_bytes()).hexdigest())
+        return dict(path=str(p.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns,
+                    sample=_audio_sample_hash(p, st.st_size))
+    except OSError as e: raise ICBHIError(f'cannot read data file ({e.strerror})', path=p) from None
 
 
 def _listing(items: list, n: int = 20) -> str:
@@ -207,7 +231,7 @@ def _plan(index, missing: str = 'error') -> tuple[pd.DataFrame, list, list]:
     no_audio = recs.loc[absent, 'stem'].tolist()
     if no_audio and missing != 'skip':
         raise ICBHIError(f'{len(no_audio)} recording(s) of the index have no audio file: {_listing(no_audio)} '
-                         "(filter the index, or pass missing='skip' to leave them out explicitly)")
+                         '(add their .wav files, or leave them out with skip_bad / --skip-bad)')
     cyc = cyc[~cyc['stem'].isin(no_audio)].reset_index(drop=True)
     recs = recs[~absent]
     wav_of = dict(zip(recs['stem'], recs['wav']))
@@ -223,13 +247,13 @@ def _plan(index, missing: str = 'error') -> tuple[pd.DataFrame, list, list]:
 
 def cache_manifest(index, sample_rate: int = SAMPLE_RATE, duration: float = DURATION, pad: str = 'repeat',
                    dtype: str = 'float16', missing: str = 'error') -> dict:
-    "The manifest whose hash keys a feature cache: data files (path, size, mtime_ns), cycles and parameters."
+    "The manifest whose hash keys a feature cache: data files (by content), cycles with labels, and parameters."
     cyc, tasks, skipped = _plan(index, missing)
     files = [_file_sig(wav) for wav, *_ in tasks]
     if 'txt' in index.recordings:
-        files += [_file_sig(t) for t in index.recordings['txt'].dropna() if Path(t).is_file()]
-    cyc_hash = hashlib.sha256(pd.util.hash_pandas_object(cyc[['stem', 'start', 'end']], index=False)
-                              .to_numpy().tobytes()).hexdigest()
+        files += [_file_sig(t, text=True) for t in index.recordings['txt'].dropna()]
+    cols = [c for c in ('stem', 'start', 'end', 'crackle', 'wheeze') if c in cyc]
+    cyc_hash = hashlib.sha256(pd.util.hash_pandas_object(cyc[cols], index=False).to_numpy().tobytes()).hexdigest()
     n = int(duration * sample_rate)
     return dict(files=files, n_cycles=len(cyc), cycles_sha256=cyc_hash, skipped_no_audio=skipped,
                 params=dict(sample_rate=sample_rate, duration=duration, pad=pad, fade=sample_rate // 16,
@@ -240,32 +264,61 @@ def cache_manifest(index, sample_rate: int = SAMPLE_RATE, duration: float = DURA
 
 
 def cache_key(manifest: dict) -> str:
-    "Short sha256 of a manifest (canonical JSON)."
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    "Short sha256 of a manifest (canonical JSON; the build time recorded in it is not part of the key)."
+    m = {k: v for k, v in manifest.items() if k != 'build_seconds'}
+    return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:16]
 
 # %% ../nbs/02_features.ipynb #4d9023b2
-def _worker_init(threads: int):
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    "Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG); exit if it already has."
+    if sys.platform.startswith('linux'):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError): pass
+    if os.getppid() != parent: os._exit(1)  # the parent died before prctl took effect
+
+
+def _worker_init(threads: int, parent: int | None = None):
+    if parent is not None: _die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
-def _build_part(features_path: str, dtype: str, tasks: list, sample_rate: int, duration: float, pad: str) -> int:
-    "Worker: compute the fbanks of some recordings and write their rows into the shared features.npy."
-    mm = np.load(features_path, mmap_mode='r+')
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    "Write all of `data` at `offset` with plain `pwrite` calls (an error is an OSError, never a signal)."
+    while len(data):
+        n = os.pwrite(fd, data, offset)
+        if n <= 0: raise OSError(errno.EIO, 'short write')
+        data, offset = data[n:], offset + n
+
+
+def _build_part(features_path: str, dtype: str, tasks: list, sample_rate: int, duration: float, pad: str,
+                offset: int = 0) -> int | tuple:
+    "Worker: compute the fbanks of some recordings and write their rows into features.npy (rows start at `offset`)."
     n = 0
-    for wav, rows, starts, ends in tasks:
-        try:
-            wave = load_recording(wav, sample_rate)
-            cyc = [_Span(s, e) for s, e in zip(starts, ends)]
-            clips = cycles_from_recording(wave, cyc, sample_rate, duration, pad, path=wav)  # (k, T)
-        except ICBHIError as e:  # sent back as data: exception pickling would drop .path
-            return (e.args[0] if e.args else str(e), str(getattr(e, 'path', None) or wav))
-        feats = fbank(clips).to(getattr(torch, dtype)).numpy()  # (k, 798, 128); torch's float16 cast is faster
-        if rows[-1] - rows[0] + 1 == len(rows):
-            mm[rows[0]:rows[-1] + 1] = feats
-        else:
-            mm[rows] = feats
-        n += len(rows)
-    del mm
+    fd = os.open(features_path, os.O_WRONLY)
+    try:
+        for wav, rows, starts, ends in tasks:
+            try:
+                wave = load_recording(wav, sample_rate)
+                cyc = [_Span(s, e) for s, e in zip(starts, ends)]
+                clips = cycles_from_recording(wave, cyc, sample_rate, duration, pad, path=wav)  # (k, T)
+            except ICBHIError as e:  # sent back as data: exception pickling would drop .path
+                return ('data', e.args[0] if e.args else str(e), str(getattr(e, 'path', None) or wav))
+            feats = fbank(clips).to(getattr(torch, dtype)).numpy()  # (k, 798, 128); torch's float16 cast is faster
+            row = feats[0].nbytes
+            if rows[-1] - rows[0] + 1 == len(rows):
+                _pwrite_all(fd, memoryview(feats).cast('B'), offset + int(rows[0]) * row)
+            else:
+                for r, f in zip(rows, feats): _pwrite_all(fd, memoryview(f).cast('B'), offset + int(r) * row)
+            n += len(rows)
+    except OSError as e:
+        return ('io', e.errno, e.strerror or str(e), features_path)
+    finally:
+        os.close(fd)
     return n
 
 
@@ -273,6 +326,60 @@ def _build_part(features_path: str, dtype: str, tasks: list, sample_rate: int, d
 class _Span:
     start: float
     end: float
+
+# %% ../nbs/02_features.ipynb #f3hyg
+TMP_PREFIX = '.tmp-'  # build folders inside cache_dir: .tmp-<key>-<pid>-<random>/
+
+
+def _proc_start(pid: int) -> str | None:
+    "Start time of a process (clock ticks since boot, Linux) or None where unknown: tells a pid from its reuse."
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
+    except (OSError, IndexError): return None
+
+
+def _alive(pid: int, start: str | None = None) -> bool:
+    "Whether process `pid` exists (and, given its start time, is still the same process)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    return start is None or _proc_start(pid) in (None, start)
+
+
+def _owner() -> dict:
+    return dict(host=socket.gethostname(), pid=os.getpid(), start=_proc_start(os.getpid()))
+
+
+def remove_stale_builds(cache_dir, max_age_unknown: float = 86400.) -> list[Path]:
+    "Remove the temp folders of dead builds in `cache_dir` (owner process gone); returns what was removed."
+    removed = []
+    try: entries = [p for p in Path(cache_dir).iterdir() if p.name.startswith(TMP_PREFIX) and p.is_dir()]
+    except OSError: return removed
+    for p in entries:
+        try:
+            owner = json.loads((p / 'owner.json').read_text())
+            dead = owner.get('host') == socket.gethostname() and not _alive(int(owner['pid']), owner.get('start'))
+        except (OSError, ValueError, KeyError, TypeError):  # no owner file (yet, or an older build): go by the name/age
+            parts = p.name[len(TMP_PREFIX):].split('-')
+            pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+            try: age = time.time() - p.stat().st_mtime
+            except OSError: continue
+            dead = (not _alive(pid) and age > 60) if pid is not None else age > max_age_unknown
+        if dead:
+            shutil.rmtree(p, ignore_errors=True)
+            if not p.exists(): removed.append(p)
+    return removed
+
+
+def _io_error(e: OSError | tuple, path, need: int | None = None, where=None) -> ICBHIError:
+    "One line for an I/O error while writing a cache: the path, and for a full disk the space needed and free."
+    code, msg = (e.errno, e.strerror or str(e)) if isinstance(e, OSError) else e
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        try: free = f', {shutil.disk_usage(where or Path(path).parent).free / 1e6:.0f} MB free'
+        except OSError: free = ''
+        needs = f'the feature cache needs {need / 1e6:.0f} MB' if need else 'the feature cache needs more space'
+        return ICBHIError(f'no space left on device: {needs}{free}; free some space or choose another --cache',
+                          path=path)
+    return ICBHIError(f'cannot write the feature cache ({msg})', path=path)
 
 # %% ../nbs/02_features.ipynb #ecea0648
 @dataclass
@@ -287,24 +394,76 @@ class FeatureCache:
         return len(self.cycles)
 
 
+def _npy_layout(path: Path) -> tuple[tuple, np.dtype, int]:
+    "(shape, dtype, data offset) from a .npy header, without mapping the file."
+    with open(path, 'rb') as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        if fortran: raise ValueError('Fortran-ordered array')
+        return shape, dtype, f.tell()
+
+
 def load_cache(path: str | os.PathLike) -> FeatureCache:
-    "Open a cache folder written by `build_cache` (features memory-mapped read-only)."
+    "Open a cache folder written by `build_cache` after checking its arrays against its manifest (features memory-mapped read-only)."
     path = Path(path)
     for name in ('features.npy', 'cycles.csv', 'manifest.json'):
         if not (path / name).is_file():
             raise ICBHIError(f'not a feature cache: {name} missing', path=path)
-    manifest = json.loads((path / 'manifest.json').read_text())
-    feats = np.load(path / 'features.npy', mmap_mode='r')
-    cycles = pd.read_csv(path / 'cycles.csv', keep_default_na=False, na_values=[''])
-    if feats.shape[0] != len(cycles) or list(feats.shape) != manifest['params']['shape']:
-        raise ICBHIError(f'inconsistent cache: features {feats.shape}, {len(cycles)} cycles', path=path)
+    try: manifest = json.loads((path / 'manifest.json').read_text())
+    except (OSError, ValueError) as e:
+        raise ICBHIError(f'damaged feature cache: unreadable manifest ({type(e).__name__})', path=path / 'manifest.json') from None
+    feat = path / 'features.npy'
+    try:
+        want = tuple(manifest['params']['shape']), np.dtype(manifest['params']['dtype'])
+        shape, dtype, offset = _npy_layout(feat)
+        size = feat.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ICBHIError(f'damaged feature cache: unreadable features or manifest ({type(e).__name__}: {e})'.replace('\n', ' '),
+                         path=feat) from None
+    if (tuple(shape), dtype) != want:
+        raise ICBHIError(f'damaged feature cache: features are {dtype} {tuple(shape)}, the manifest says {want[1]} {want[0]}',
+                         path=feat)
+    expect = offset + math.prod(shape) * dtype.itemsize
+    if size != expect:
+        raise ICBHIError(f'damaged feature cache: features.npy has {size} bytes, its header needs {expect}', path=feat)
+    try: cycles = pd.read_csv(path / 'cycles.csv', keep_default_na=False, na_values=[''])
+    except (OSError, ValueError) as e:
+        raise ICBHIError(f'damaged feature cache: unreadable cycle table ({type(e).__name__})', path=path / 'cycles.csv') from None
+    if len(cycles) != shape[0]:
+        raise ICBHIError(f'damaged feature cache: {len(cycles)} cycles for {shape[0]} feature rows', path=path / 'cycles.csv')
+    feats = np.memmap(feat, dtype=dtype, mode='r', offset=offset, shape=shape)
     return FeatureCache(path, feats, cycles, manifest)
+
+
+def _notice(msg: str) -> None:
+    print(f'patchmix: {msg}', file=sys.stderr, flush=True)
+
+
+def _discard(folder: Path) -> None:
+    "Move a folder out of the way (atomic rename to a temp name we own), then delete it."
+    trash = folder.with_name(f'{TMP_PREFIX}{folder.name}-{os.getpid()}-damaged')
+    try: os.rename(folder, trash)
+    except OSError: return  # gone already (a concurrent builder)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _reserve(path: Path, size: int) -> None:
+    "Give `path` its final size with blocks allocated now (ENOSPC here, not later); plain truncate where unsupported."
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        try: os.posix_fallocate(fd, 0, size)
+        except (AttributeError, OSError) as e:
+            if isinstance(e, OSError) and e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS): raise
+            os.ftruncate(fd, size)
+    finally: os.close(fd)
 
 
 def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: str = 'float16',
                 progress: bool = False, pad: str = 'repeat', duration: float = DURATION,
-                sample_rate: int = SAMPLE_RATE, missing: str = 'error', tasks_per_chunk: int = 4) -> FeatureCache:
-    "Compute every cycle's normalised fbank once (parallel over recordings) into cache_dir/<key>/; reuse if present."
+                sample_rate: int = SAMPLE_RATE, missing: str = 'error', tasks_per_chunk: int = 4,
+                notice: Callable[[str], None] = _notice) -> FeatureCache:
+    "Compute every cycle's normalised fbank once (parallel over recordings) into cache_dir/<key>/; reuse if present and intact."
     if np.dtype(dtype) not in (np.float16, np.float32):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
     if pad not in ('repeat', 'zero'):
@@ -312,23 +471,45 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
     if missing not in ('error', 'skip'):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     manifest = cache_manifest(index, sample_rate, duration, pad, dtype, missing)
-    cache_dir = Path(cache_dir).resolve()
+    cache_dir = guard_output(cache_dir, 'cache')
     data_dirs = {Path(f['path']).parent for f in manifest['files']}
     if any(cache_dir == d or d in cache_dir.parents for d in data_dirs):
-        raise ValueError(f'cache_dir {cache_dir} is inside the dataset folder; choose a folder outside it')
+        raise ICBHIError(f'cache folder is inside the dataset folder {min(data_dirs)}; choose a folder outside it',
+                         path=cache_dir)
     key = cache_key(manifest)
     final = cache_dir / key
-    if (final / 'manifest.json').is_file():
-        return load_cache(final)
     cyc, tasks, _ = _plan(index, missing)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.tmp-{key}-', dir=cache_dir))
+    if final.exists():
+        try:
+            c = load_cache(final)
+            if cache_key(c.manifest) != key: raise ICBHIError('damaged feature cache: its manifest does not match its key',
+                                                              path=final / 'manifest.json')
+            return FeatureCache(final, c.features, cyc, c.manifest)  # labels: from this run's index
+        except ICBHIError as e:
+            notice(f'{e}; rebuilding it')
+            _discard(final)
+    try: cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise _io_error(e, cache_dir) from None
+    remove_stale_builds(cache_dir)
+    shape = tuple(manifest['params']['shape'])
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(header, dict(descr=np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                     fortran_order=False, shape=shape))
+    offset = len(header.getvalue())
+    need = offset + math.prod(shape) * np.dtype(dtype).itemsize
+    tmp = None
     try:
-        shape = tuple(manifest['params']['shape'])
-        mm = np.lib.format.open_memmap(tmp / 'features.npy', mode='w+', dtype=np.dtype(dtype), shape=shape)
-        del mm
+        tmp = Path(tempfile.mkdtemp(prefix=f'{TMP_PREFIX}{key}-{os.getpid()}-', dir=cache_dir))
+        (tmp / 'owner.json').write_text(json.dumps(_owner()))
+        feat = tmp / 'features.npy'
+        with open(feat, 'wb') as f: f.write(header.getvalue())
+        _reserve(feat, need)
+    except OSError as e:
+        if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
+        raise _io_error(e, tmp / 'features.npy' if tmp else cache_dir, need, cache_dir) from None
+    try:
         chunks = [tasks[i:i + tasks_per_chunk] for i in range(0, len(tasks), tasks_per_chunk)]
-        args = (str(tmp / 'features.npy'), str(np.dtype(dtype)))
+        args = (str(feat), str(np.dtype(dtype)))
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -336,7 +517,8 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
         t0 = time.perf_counter()
         def done(k):
             if isinstance(k, tuple):
-                raise ICBHIError(k[0], path=k[1])
+                if k[0] == 'io': raise _io_error(k[1:3], k[3], need, cache_dir)
+                raise ICBHIError(k[1], path=k[2])
             if bar is not None:
                 bar.update(k)
         if workers <= 1 or len(chunks) <= 1:
@@ -344,7 +526,7 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
             torch.set_num_threads(1)  # small batched ops: 1 thread is as fast, and robust to a busy machine
             try:
                 for ch in chunks:
-                    done(_build_part(*args, ch, sample_rate, duration, pad))
+                    done(_build_part(*args, ch, sample_rate, duration, pad, offset))
             finally:
                 torch.set_num_threads(threads)
         else:
@@ -353,27 +535,29 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
             method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
             threads = max(1, (os.cpu_count() or 1) // workers)
             ex = ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_init,
-                                     initargs=(threads,))
+                                     initargs=(threads, os.getpid()))
             try:
-                futs = [ex.submit(_build_part, *args, ch, sample_rate, duration, pad) for ch in chunks]
+                futs = [ex.submit(_build_part, *args, ch, sample_rate, duration, pad, offset) for ch in chunks]
                 for f in as_completed(futs):
                     done(f.result())
             finally:
                 ex.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
-        cyc.to_csv(tmp / 'cycles.csv', index=False)
         manifest['build_seconds'] = round(time.perf_counter() - t0, 3)
-        (tmp / 'manifest.json').write_text(json.dumps(manifest, indent=1))
         try:
+            cyc.to_csv(tmp / 'cycles.csv', index=False)
+            (tmp / 'manifest.json').write_text(json.dumps(manifest, indent=1))
+            (tmp / 'owner.json').unlink()
             os.rename(tmp, final)  # atomic: <key>/ appears complete or not at all
-        except OSError:
+        except OSError as e:
             if not (final / 'manifest.json').is_file():  # not a concurrent builder that won the race
-                raise
+                raise _io_error(e, tmp, need, cache_dir) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return load_cache(final)
+    c = load_cache(final)
+    return FeatureCache(final, c.features, cyc, c.manifest)
 
 # %% ../nbs/02_features.ipynb #46e2b558
 class FeatureDataset(torch.utils.data.Dataset):

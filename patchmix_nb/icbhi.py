@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,12 +19,13 @@ import soundfile as sf
 # %% auto #0
 __all__ = ['CLASSES', 'CLASSES_2', 'DIAGNOSES', 'CHRONIC', 'NON_CHRONIC', 'DIAGNOSIS_CLASSES', 'DIAGNOSIS_CLASSES_2', 'DEVICES',
            'LOCATIONS', 'MODES', 'PATIENTS', 'SPLITS', 'AUDIO_DIR', 'SPLIT_FILE', 'DIAGNOSIS_FILE', 'FOLDS_FILE',
-           'ALIASES_FILE', 'META_FILES', 'END_TOLERANCE', 'ALIAS_DEVICES', 'REC_COLUMNS', 'CYCLE_COLUMNS',
-           'CLASS_COLORS', 'ICBHIError', 'cycle_label', 'diagnosis_label', 'Cycle', 'parse_cycle', 'read_annotation',
-           'RecordingName', 'parse_stem', 'meditron_stem', 'read_split', 'read_diagnosis', 'read_folds', 'read_aliases',
-           'AudioInfo', 'audio_info', 'check_cycles_fit', 'ICBHIIndex', 'load_index', 'class_counts', 'index_stats',
-           'index_summary', 'validation_patients', 'split_recordings', 'split_cycles', 'patients_in_both_splits',
-           'plot_class_balance', 'plot_cycles']
+           'ALIASES_FILE', 'META_FILES', 'END_TOLERANCE', 'ALIAS_DEVICES', 'MIN_SAMPLE_RATE', 'REC_COLUMNS',
+           'CYCLE_COLUMNS', 'CLASS_COLORS', 'ICBHIError', 'cycle_label', 'diagnosis_label', 'Cycle', 'parse_cycle',
+           'check_cycle_order', 'read_annotation', 'RecordingName', 'parse_stem', 'meditron_stem', 'read_split',
+           'read_diagnosis', 'read_folds', 'read_aliases', 'AudioInfo', 'audio_info', 'check_cycles_fit',
+           'check_recording', 'ICBHIIndex', 'load_index', 'class_counts', 'index_stats', 'index_summary',
+           'validation_patients', 'split_recordings', 'split_cycles', 'patients_in_both_splits', 'plot_class_balance',
+           'plot_cycles', 'holds_icbhi', 'guard_output']
 
 # %% ../nbs/00_icbhi.ipynb #84763583
 CLASSES = ('normal', 'crackle', 'wheeze', 'both')  # 4-class cycle labels (index = label)
@@ -137,7 +139,24 @@ def _read_cycles(path) -> list[tuple[int, Cycle]]:
         raise ICBHIError(f'cannot read annotation file ({type(e).__name__}: {e})', path) from None
     rows = [(i, parse_cycle(t, path, i)) for i, t in enumerate(text.splitlines(), 1) if t.strip()]
     if not rows: raise ICBHIError('annotation file has no cycles (expected lines "start end crackle wheeze")', path)
+    check_cycle_order(rows, path)
     return rows
+
+
+def check_cycle_order(rows: list[tuple[int, Cycle]], path=None, tol: float = 1e-3) -> None:
+    "Refuse a cycle that repeats (same start and end) or overlaps (by more than `tol` s) an earlier line of the file."
+    seen: dict[tuple[float, float], int] = {}
+    for i, c in rows:
+        if (c.start, c.end) in seen:
+            raise ICBHIError(f'duplicated cycle {c.start:g}-{c.end:g} s (same start and end as line '
+                             f'{seen[c.start, c.end]})', path, i)
+        seen[c.start, c.end] = i
+    ordered = sorted(rows, key=lambda r: (r[1].start, r[1].end))
+    for (i, a), (j, b) in zip(ordered, ordered[1:]):
+        if b.start < a.end - tol:
+            (i, a), (j, b) = sorted([(i, a), (j, b)])
+            raise ICBHIError(f'cycle {b.start:g}-{b.end:g} s overlaps the cycle {a.start:g}-{a.end:g} s of line {i}',
+                             path, j)
 
 
 def read_annotation(path: str | os.PathLike) -> list[Cycle]:
@@ -289,7 +308,13 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         raise ICBHIError(f'unreadable or unsupported audio ({type(e).__name__}: {e})', path) from None
     if info.frames <= 0: raise ICBHIError('audio is empty (0 frames)', path)
     if info.channels != 1: raise ICBHIError(f'audio must be mono, got {info.channels} channels', path)
+    if info.samplerate < MIN_SAMPLE_RATE:
+        raise ICBHIError(f'implausible sample rate {info.samplerate} Hz: lung sounds need at least {MIN_SAMPLE_RATE} Hz '
+                         '(ICBHI uses 4 kHz to 44.1 kHz); a damaged header?', path)
     return AudioInfo(int(info.samplerate), int(info.frames), str(info.subtype), info.frames / info.samplerate)
+
+
+MIN_SAMPLE_RATE = 1000  # Hz: below this a recording cannot hold lung sounds (crackles and wheezes reach ~2 kHz)
 
 
 def check_cycles_fit(cycles: Iterable[tuple[int, Cycle]], duration: float, txt_path, wav_path,
@@ -299,6 +324,19 @@ def check_cycles_fit(cycles: Iterable[tuple[int, Cycle]], duration: float, txt_p
         if c.end > duration + tol:
             raise ICBHIError(f'cycle ends at {c.end:g} s, after the end of its audio ({duration:g} s in '
                              f'{Path(wav_path).name}): truncated audio or wrong annotation', txt_path, line)
+
+
+def check_recording(wav, txt=None, cycles: Iterable | None = None,
+                    tol: float = END_TOLERANCE) -> tuple[AudioInfo, list[Cycle]]:
+    "Header of `wav` and its cycles (from `txt`, or given), each checked to end within the audio: `(AudioInfo, cycles)`."
+    info = audio_info(wav)
+    if txt is not None: rows = _read_cycles(txt)
+    else:
+        rows = list(enumerate(cycles or [], 1))
+        check_cycle_order(rows, wav)
+    check_cycles_fit(rows, info.duration, txt if txt is not None else wav, wav, tol)
+    return info, [c for _, c in rows]
+
 
 # %% ../nbs/00_icbhi.ipynb #e288c16a
 REC_COLUMNS = ('stem', 'patient', 'index', 'location', 'mode', 'device', 'device_id', 'wav', 'txt', 'file_stem',
@@ -379,7 +417,7 @@ def _scan(rec_dir: Path, skip: set[str]) -> tuple[dict[str, Path], dict[str, Pat
             stem, ext = os.path.splitext(e.name)
             looks = stem[:1].isdigit() and '_' in stem  # recording names start with the patient id
             if ext == '.txt' and looks: txt[stem] = Path(e.path)
-            elif ext == '.wav': wav[stem] = Path(e.path)
+            elif ext.lower() == '.wav' and stem not in wav: wav[stem] = Path(e.path)  # .WAV too (one per stem)
             else: other.append(e.name)
     return txt, wav, sorted(other)
 
@@ -644,3 +682,29 @@ def plot_cycles(index: ICBHIIndex, stem: str):
               loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/00_icbhi.ipynb #g0code
+_RECORDING_FILE = re.compile(r'^\d{3}_[^_\s]+_(' + '|'.join(LOCATIONS) + ')_(' + '|'.join(MODES) + ')_('
+                             + '|'.join(DEVICES) + r')\.(wav|txt)$', re.IGNORECASE)
+
+
+def holds_icbhi(folder: str | os.PathLike) -> str | None:
+    "What makes `folder` an ICBHI data folder (an entry's name), or None: the audio folder, split/diagnosis file, a recording."
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name in (AUDIO_DIR, SPLIT_FILE, DIAGNOSIS_FILE) or _RECORDING_FILE.match(e.name): return e.name
+    except (NotADirectoryError, FileNotFoundError, PermissionError): pass
+    return None
+
+
+def guard_output(dest: str | os.PathLike, what: str = 'output') -> Path:
+    "Resolved `dest`, or `ICBHIError` (one line, both paths) if `dest` is, or is inside, a folder holding ICBHI data."
+    p = Path(dest).expanduser().resolve()
+    for d in (p, *p.parents):
+        found = holds_icbhi(d) if d.is_dir() else None
+        if found is not None:
+            where = 'is' if d == p else 'is inside'
+            raise ICBHIError(f'{what} folder {where} the ICBHI data folder {d} (it holds {found}); the dataset is '
+                             f'read-only to patchmix: choose a folder outside it', p)
+    return p

@@ -19,7 +19,7 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import soundfile as sf
-from .icbhi import CLASSES, DIAGNOSES, AUDIO_DIR, SPLIT_FILE, DIAGNOSIS_FILE, FOLDS_FILE, LOCATIONS as _LOCS
+from .icbhi import guard_output, CLASSES, DIAGNOSES, AUDIO_DIR, SPLIT_FILE, DIAGNOSIS_FILE, FOLDS_FILE, LOCATIONS as _LOCS
 
 # %% ../nbs/03_synthetic.ipynb #1947d7e8
 SYNTH_VERSION = 1  # bump when the generator's output changes (invalidates cached default sets)
@@ -400,11 +400,15 @@ def write_metadata(plan: SynthPlan, out: Path) -> None:
 
 def make_synthetic(out_dir, recordings: int = 24, seed: int = 0, full: bool = False, workers: int | None = None,
                    overwrite: bool = False, progress: bool = False) -> Path:
-    "Write a synthetic ICBHI-like dataset in the official layout into `out_dir`; returns `out_dir`."
+    "Write a synthetic ICBHI-like dataset in the official layout into the new or empty folder `out_dir`; returns `out_dir`."
     out = Path(out_dir); db = out / AUDIO_DIR
-    if db.exists() and any(db.iterdir()):
-        if not overwrite: raise FileExistsError(f"{db} is not empty (pass overwrite=True to replace it)")
-        shutil.rmtree(db)
+    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"{out}: synth needs a folder, this is a file")
+    if out.is_dir() and any(out.iterdir()):  # never write into someone's files, even "just" the metadata
+        if not (overwrite and (out / MARKER).is_file()):
+            raise FileExistsError(f"{out} is not empty: synth writes only into a new or empty folder"
+                                  + (" (overwrite=True replaces only an earlier synthetic set)" if overwrite else ''))
+        shutil.rmtree(out)
+    guard_output(out, 'synthetic set')  # not inside a folder of ICBHI data either (e.g. DATA/ICBHI_final_database/x)
     db.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     plan = plan_synthetic(recordings, seed, full)

@@ -215,7 +215,7 @@ def test_cache_refuses_missing_audio_and_dataset_folder(tmp_path):
     skipped = build_cache(bad, tmp_path / 'cache', workers=1, missing='skip')
     assert len(skipped) == 8 and set(skipped.manifest['skipped_no_audio']) == {'999_1b1_Al_sc_Meditron',
                                                                                   '998_1b1_Al_sc_Meditron'}
-    with pytest.raises(ValueError, match='inside the dataset folder'):
+    with pytest.raises(ValueError, match='inside the (dataset|ICBHI data) folder'):
         build_cache(index, tmp_path / 'data' / 'cache')
     assert not (tmp_path / 'data' / 'cache').exists()
 
