@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .icbhi import CLASSES, CLASSES_2, DIAGNOSIS_CLASSES, DIAGNOSIS_CLASSES_2, ICBHIError, diagnosis_label, load_index, split_cycles
+from .icbhi import CLASSES, CLASSES_2, DIAGNOSIS_CLASSES, DIAGNOSIS_CLASSES_2, ICBHIError, diagnosis_label, guard_output, load_index, split_cycles
 from .features import SAMPLE_RATE, SpecAugment, build_cache, n_frames
 from .synthetic import ensure_synthetic, patchmix_home
 from .ast import ASTHead, create_backbone, load_pretrained
@@ -729,6 +729,7 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, log:
     say = (log or (lambda *a, **k: None)) if r == 0 else (lambda *a, **k: None)
     out = default_out(cfg)
     if r == 0:
+        guard_output(out, 'run')                                           # never inside the dataset folder
         prepare_run_folder(out, resume, overwrite)
         for msg in (repair_run(out) if resume else []): say(f"{out}: {msg}")
         out.mkdir(parents=True, exist_ok=True)
