@@ -36,8 +36,11 @@ The peak is measured in the same run (start and end; the higher one is used), ne
 notes' AVX2 machine gives about 143 GFLOP/s for 4096³; an AVX-512 one about 370), and a shared 2-core VM drifts with
 the load of other processes (the load average is printed; timings under load are noisy).
 
-On the CPU: float32, no autocast (bf16 autocast is 46x slower on this CPU). On a CUDA GPU it also times
-ast-base at batch 8 under bf16 autocast and reports TFLOP/s.
+Precisions: fp32 always; bf16 autocast too where the processor has native bf16 matrix instructions (AMX-BF16 or
+AVX512-BF16, detected at run time: on an AVX2 processor bf16 autocast is ~46x slower and is skipped unless
+`--precisions fp32 bf16` asks for it). Each precision's fraction is against the peak of its own dtype (an fp32 and a bf16
+4096³ matmul, measured in this run), and the bf16/fp32 step-time ratio is printed. On a CUDA GPU it also times
+ast-base at the paper's batch (8) under bf16 autocast: TFLOP/s and seconds per ICBHI epoch (517 steps).
 """
 from __future__ import annotations
 
@@ -55,18 +58,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils import flop_counter as fc
 
-from patchmix_nb.ast import ASTHead, create_backbone
-from patchmix_nb.losses import Projector, contrastive_targets, patchmix_contrastive_loss
-from patchmix_nb.patchmix import PatchMixer
+from patchmix_nb.train import (MovingAverageUpdate, amp_dtype, build_parts, cpu_bf16_native, make_config, make_optimizer,
+                               make_scaler, modules, train_step)
 
 N_CLS, N_FRAMES, N_MELS = 4, 798, 128
 TAU, ALPHA, LR, WD = 0.06, 1.0, 5e-5, 1e-6
 
 
 # ---------------------------------------------------------------------------------------------------------------- peak
-def matmul_peak(n: int = 4096, repeats: int = 3, device: str = 'cpu') -> dict:
-    "Best-of-`repeats` float32 n³ matmul rate (FLOP/s) after one warm-up."
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak(n: int = 4096, repeats: int = 3, device: str = 'cpu', dtype=torch.float32) -> dict:
+    "Best-of-`repeats` n³ matmul rate (FLOP/s) in `dtype` after one warm-up."
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     torch.matmul(a, b); _sync(device)                                  # warm-up
     times = []
     for _ in range(repeats):
@@ -115,37 +117,26 @@ def _custom_mapping() -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------- step
 class Trainer:
-    "Backbone + classifier + projector + Adam: one Patch-Mix CL step on a fixed random batch."
-    def __init__(self, name: str, batch: int, device: str = 'cpu', autocast: bool = False, seed: int = 0):
+    "The trainer's own step (`patchmix_nb.train.train_step`: ma snapshot, forward, backward, Adam, blend) on a fixed batch."
+    def __init__(self, name: str, batch: int, device: str = 'cpu', precision: str = 'fp32', seed: int = 0):
         torch.manual_seed(seed)
-        self.device, self.autocast = device, autocast
-        self.model = create_backbone(name).to(device).train()
-        D = self.model.embed_dim
-        self.head = ASTHead(D, N_CLS).to(device).train()
-        self.proj = Projector(D, D, D).to(device).train()
-        params = [*self.model.parameters(), *self.head.parameters(), *self.proj.parameters()]
-        self.n_params = sum(p.numel() for p in params)
-        self.opt = torch.optim.Adam(params, lr=LR, weight_decay=WD, fused=True)   # as the trainer (09_train)
+        self.device = device
+        cfg = make_config(model=name, method='patchmix_cl', batch_size=batch, lr=LR, weight_decay=WD, temperature=TAU,
+                          alpha=ALPHA, precision=precision, device=device, ma_beta=0.5)
+        self.parts = build_parts(cfg, N_FRAMES, torch.device(device))
+        self.model = self.parts.model
+        self.n_params = sum(p.numel() for m in modules(self.parts) for p in m.parameters())
+        self.opt, self.scaler = make_optimizer(self.parts), make_scaler(self.parts)
+        self.ma = MovingAverageUpdate(modules(self.parts), cfg.ma_beta)
         self.x = torch.randn(batch, 1, N_FRAMES, N_MELS, device=device)  # (B, 1, T, F)
         self.y = torch.randint(0, N_CLS, (batch,), device=device)         # (B,)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.mixer = PatchMixer(beta=1.0, mode='random', grid=self.model.grid, generator=self.gen)
+        self.parts.generator.manual_seed(seed)
+        for m in modules(self.parts): m.train()
 
     def step(self) -> float:
         "One full step; returns the loss."
-        self.opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type='cuda', dtype=torch.bfloat16, enabled=self.autocast):
-            z = self.model(self.x)                                         # (B, D) clean pass
-            loss_ce = F.cross_entropy(self.head(z).float(), self.y)
-            targets = contrastive_targets(z, target_type='grad_block')     # (B, D) stop-grad
-            z_mix, _ = self.model(self.x, mix=self.mixer)                  # (B, D) mixed pass
-            info = self.mixer.info
-            anchors = self.proj(z_mix)                                     # (B, D)
-            loss_cl = patchmix_contrastive_loss(anchors, targets, info.lam, info.index, TAU)
-            loss = loss_ce + ALPHA * loss_cl
-        loss.backward()
-        self.opt.step()
-        return float(loss.detach())
+        loss, _ = train_step(self.parts, self.x, self.y, self.opt, self.ma, self.scaler)
+        return float(loss)
 
     def timed_step(self) -> float:
         _sync(self.device); t0 = time.perf_counter()
@@ -164,10 +155,10 @@ class Trainer:
         return time.perf_counter() - t0, int(counter.get_total_flops()), per_op
 
 
-def bench_model(name: str, batch: int, steps: int, peak: float, device: str = 'cpu', autocast: bool = False,
+def bench_model(name: str, batch: int, steps: int, peak: float, device: str = 'cpu', precision: str = 'fp32',
                 warmup: int = 1) -> dict:
     "Warm-up (the first one FLOP-counted), then `steps` timed steps; median time and achieved fraction of `peak`."
-    tr = Trainer(name, batch, device, autocast)
+    tr = Trainer(name, batch, device, precision)
     ana = analytic_flops(tr.model, batch)
     try:
         t_count, counted, per_op = tr.counted_step()
@@ -178,7 +169,9 @@ def bench_model(name: str, batch: int, steps: int, peak: float, device: str = 'c
     times = [tr.timed_step() for _ in range(steps)]
     med = statistics.median(times)
     flops = counted if counted else ana['total']
-    return dict(model=name, batch=batch, device=device, dtype='bf16-autocast' if autocast else 'float32',
+    dt = tr.parts.dtype
+    return dict(model=name, batch=batch, device=device, precision=precision,
+                dtype=str(dt).replace('torch.', '') + '-autocast' if dt else 'float32',
                 params=tr.n_params, tokens=tr.model.num_patches + 2, width=tr.model.embed_dim,
                 depth=len(tr.model.blocks), steps=steps, times_s=[round(t, 4) for t in times], median_s=med,
                 flops_counter=counted, flops_analytic=ana['total'], flops_analytic_parts=ana,
@@ -200,10 +193,10 @@ CATEGORIES = (       # (label, substrings of op names), first match wins: matmul
 )
 
 
-def profile_step(name: str, batch: int, top: int = 25) -> dict:
+def profile_step(name: str, batch: int, top: int = 25, precision: str = 'fp32') -> dict:
     "Profile one step (after a warm-up) with torch.profiler: top ops by self CPU time and a per-category summary."
     from torch.profiler import ProfilerActivity, profile
-    tr = Trainer(name, batch)
+    tr = Trainer(name, batch, precision=precision)
     tr.step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
         t0 = time.perf_counter(); tr.step(); wall = time.perf_counter() - t0
@@ -240,7 +233,7 @@ def _fmt(r: dict) -> str:
     fl = f'{(c or a) / 1e9:8.1f} GFLOP ({r["flops_used"]})'
     if c and abs(c - a) / a > 0.005:
         fl += f', analytic {a / 1e9:.1f} GFLOP ({100 * (a - c) / c:+.1f} %)'
-    return (f'{r["model"]:9s} batch {r["batch"]:2d} {r["dtype"]}: step median {r["median_s"]:7.3f} s '
+    return (f'{r["model"]:9s} batch {r["batch"]:2d} {r["dtype"]:14s}: step median {r["median_s"]:7.3f} s '
             f'(steps {", ".join(f"{t:.3f}" for t in r["times_s"])}); {fl};\n          '
             f'achieved {r["achieved"] / 1e9:6.1f} GFLOP/s = {100 * r["fraction_of_peak"]:5.1f} % of peak')
 
@@ -254,6 +247,8 @@ def main(argv=None) -> dict:
     ap.add_argument('--peak-repeats', type=int, default=5, help='timed matmuls per peak measurement (best of)')
     ap.add_argument('--profile', action='store_true', help='also profile one step of the first model')
     ap.add_argument('--gpu-batch', type=int, default=8, help='ast-base batch for the CUDA bf16 run')
+    ap.add_argument('--precisions', nargs='+', choices=['fp32', 'bf16', 'fp16'],
+                    help='CPU precisions to time (default: fp32, and bf16 where the CPU has native bf16)')
     ap.add_argument('--json', action='store_true', help='also print one JSON line with all figures')
     args = ap.parse_args(argv)
     if len(args.batch) not in (1, len(args.models)):
@@ -264,48 +259,66 @@ def main(argv=None) -> dict:
     out: dict = dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu_count=os.cpu_count())
     load = os.getloadavg()[0]
     out['loadavg_start'] = load
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, float32, no autocast on CPU; '
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; '
           f'load average {load:.2f} at start')
     if load > 0.5:
         print(f'  warning: load average {load:.2f} > 0.5: other processes compete for the cores; timings are pessimistic')
 
-    pk = matmul_peak(args.peak_n, repeats=args.peak_repeats)
-    out['cpu_peak'] = pk
-    print(f'matmul peak (float32 {pk["n"]}^3, best of {args.peak_repeats}): {pk["peak"] / 1e9:.1f} GFLOP/s '
-          f'({pk["best_s"]:.3f} s)', flush=True)
+    precisions = args.precisions or (['fp32', 'bf16'] if cpu_bf16_native() else ['fp32'])
+    out['cpu_bf16_native'] = cpu_bf16_native()
+    print(f'native bf16 matrix instructions (AMX-BF16 / AVX512-BF16): {"yes" if cpu_bf16_native() else "no"}; '
+          f'precisions: {", ".join(precisions)}')
+    peaks = {}
+    for prec in precisions:
+        dt = torch.bfloat16 if prec == 'bf16' else torch.float32
+        peaks[prec] = matmul_peak(args.peak_n, repeats=args.peak_repeats, dtype=dt)
+        print(f'matmul peak ({prec} {args.peak_n}^3, best of {args.peak_repeats}): {peaks[prec]["peak"] / 1e9:.1f} GFLOP/s', flush=True)
+    out['cpu_peak'] = peaks['fp32']; out['cpu_peaks'] = peaks
 
     out['cpu'] = []
     for name, b in zip(args.models, batches):
-        r = bench_model(name, b, args.steps, pk['peak'])
-        out['cpu'].append(r)
-        print(_fmt(r), flush=True)
+        for prec in precisions:
+            r = bench_model(name, b, args.steps, peaks[prec]['peak'], precision=prec)
+            out['cpu'].append(r)
+            print(_fmt(r), flush=True)
 
-    pk2 = matmul_peak(args.peak_n, repeats=args.peak_repeats)          # again: on a shared VM the peak drifts
-    out['cpu_peak_end'] = pk2
-    print(f'matmul peak again after the steps: {pk2["peak"] / 1e9:.1f} GFLOP/s', end='')
-    if pk2['peak'] > pk['peak']:
-        for r in out['cpu']: r['fraction_of_peak'] = r['achieved'] / pk2['peak']
-        out['cpu_peak'] = pk2
-        print(f' (higher: fractions below are relative to it)')
-        for r in out['cpu']: print(f'  {r["model"]:9s} batch {r["batch"]:2d}: {100 * r["fraction_of_peak"]:5.1f} % of peak')
-    else:
-        print(f' (lower than at the start: the start figure stands)')
+    for prec in precisions:                                            # again: on a shared VM the peak drifts
+        dt = torch.bfloat16 if prec == 'bf16' else torch.float32
+        pk2 = matmul_peak(args.peak_n, repeats=args.peak_repeats, dtype=dt)
+        if pk2['peak'] > peaks[prec]['peak']:
+            peaks[prec] = pk2
+            for r in out['cpu']:
+                if r['precision'] == prec: r['fraction_of_peak'] = r['achieved'] / pk2['peak']
+        print(f'matmul peak ({prec}) again after the steps: {pk2["peak"] / 1e9:.1f} GFLOP/s; the higher one is used')
+    for r in out['cpu']:
+        print(f'  {r["model"]:9s} batch {r["batch"]:2d} {r["precision"]}: {100 * r["fraction_of_peak"]:5.1f} % of the {r["precision"]} peak')
+    out['bf16_over_fp32'] = {}
+    if 'bf16' in precisions:
+        for name in args.models:
+            t = {r['precision']: r['median_s'] for r in out['cpu'] if r['model'] == name}
+            out['bf16_over_fp32'][name] = t['bf16'] / t['fp32']
+            print(f'{name}: bf16/fp32 step time {t["bf16"] / t["fp32"]:.2f} ({t["fp32"] / t["bf16"]:.2f}x faster)'
+                  + (f'; target <= 0.65: {"met" if t["bf16"] / t["fp32"] <= 0.65 else "NOT met"}' if name == 'ast-base' else ''))
     if 'ast-base' in args.models:
-        frac = next(r['fraction_of_peak'] for r in out['cpu'] if r['model'] == 'ast-base')
-        print(f'target >= 80 % of peak for ast-base: {"met" if frac >= 0.80 else "NOT met"} ({100 * frac:.1f} %)')
+        frac = next(r['fraction_of_peak'] for r in out['cpu'] if r['model'] == 'ast-base' and r['precision'] == 'fp32')
+        print(f'ast-base fp32: {100 * frac:.1f} % of the fp32 matmul peak')
 
     if args.profile:
-        out['profile'] = profile_step(args.models[0], batches[0])
+        out['profile'] = profile_step(args.models[0], batches[0], precision=precisions[-1])
 
     if torch.cuda.is_available():
         gpk = matmul_peak(8192, device='cuda')
         out['cuda_fp32_matmul_peak'] = gpk
-        r = bench_model('ast-base', args.gpu_batch, max(args.steps, 10), gpk['peak'], device='cuda', autocast=True,
+        bpk = matmul_peak(8192, device='cuda', dtype=torch.bfloat16)
+        out['cuda_bf16_matmul_peak'] = bpk
+        r = bench_model('ast-base', args.gpu_batch, max(args.steps, 10), bpk['peak'], device='cuda', precision='bf16',
                         warmup=3)
+        r['seconds_per_icbhi_epoch'] = r['median_s'] * (4142 // args.gpu_batch)
         out['cuda'] = r
         print(f'CUDA {torch.cuda.get_device_name()}: ast-base batch {args.gpu_batch} bf16 autocast: step median '
-              f'{r["median_s"] * 1e3:.1f} ms, achieved {r["achieved"] / 1e12:.1f} TFLOP/s '
-              f'({(r["flops_counter"] or r["flops_analytic"]) / 1e9:.1f} GFLOP/step, {r["flops_used"]})')
+              f'{r["median_s"] * 1e3:.1f} ms, achieved {r["achieved"] / 1e12:.1f} TFLOP/s = {100 * r["fraction_of_peak"]:.1f} % '
+              f'of the bf16 matmul peak ({bpk["peak"] / 1e12:.0f} TFLOP/s); one ICBHI epoch ({4142 // args.gpu_batch} steps): '
+              f'{r["seconds_per_icbhi_epoch"]:.0f} s of steps')
     else:
         out['cuda'] = None
         print('CUDA: skipped (torch.cuda.is_available() is False): ast-base batch 8 bf16-autocast run not done')

@@ -1,19 +1,19 @@
 """Benchmark: training throughput from the feature cache, data loading included (a script, not a test).
 
-What is timed is the work of one step of `patchmix_nb.train.train`'s inner loop, with the same pieces in the same order:
+What is timed is one step of `patchmix_nb.train.train`'s inner loop, with the trainer's own pieces (no copy of them):
 
-    batches = DataLoader(FeatureDataset(cache, train rows), batch_size, shuffle, drop_last)   (float16 memmap -> float32)
+    batches = DataLoader(CycleDataset(data, train rows), batch_sampler=ShardedBatches(...))   (float16 memmap -> float32)
     x = SpecAugment(upstream=...)(x)                     masked copy, (B, 1, T, F)
     x, y = x.to(device), y.to(device)
-    loss, logs = STEPS[method](parts, x, y)              under autocast on CUDA (bf16), float32 on the CPU
-    opt.zero_grad(); scaler.scale(loss).backward()
-    ma.snapshot(); scaler.step(opt); scaler.update(); ma.blend()     Adam + the reference's moving-average update
-    loss.item()
+    loss, logs = train_step(parts, x, y, opt, ma, scaler)   ma snapshot, forward under the run's autocast, backward,
+    loss.item()                                             Adam, ma blend
+
+Precisions: fp32, and bf16 autocast where the processor has native bf16 (detected at run time; `--precisions`).
 
 Each step is split into `data` (next batch from the DataLoader + SpecAugment + copy to the device) and `compute`
 (everything from the step function to loss.item()). Reported: median step time over the timed steps (after warm-up),
 samples/s, the data share of the step, and (from `torch.utils.flop_counter.FlopCounterMode` on the warm-up step) the
-achieved GFLOP/s against this machine's float32 matmul peak measured in the same run, as bench/step.py does.
+achieved GFLOP/s against this machine's matmul peak of the same dtype, measured in the same run, as bench/step.py does.
 Also the data-only throughput: samples/s through DataLoader + SpecAugment without any model (one pass over the
 training rows), to show that loading is not the bottleneck.
 
@@ -41,19 +41,19 @@ import torch
 from torch.utils import flop_counter as fc
 from torch.utils.data import DataLoader
 
-from patchmix_nb.features import FeatureDataset, SpecAugment
-from patchmix_nb.train import (STEPS, MovingAverageUpdate, build_parts, cosine_lr, load_data, make_config, modules,
-                               seed_everything)
+from patchmix_nb.features import SpecAugment
+from patchmix_nb.train import (STEPS, CycleDataset, MovingAverageUpdate, ShardedBatches, build_parts,
+                               cosine_lr, cpu_bf16_native, load_data, make_config, make_optimizer, make_scaler, modules,
+                               seed_everything, specaug_time_width, train_step)
 
 
 # ---------------------------------------------------------------------------------------------------------------- helpers
 from step import _custom_mapping, _sync, finish, matmul_peak   # bench/step.py: peak measurement and CPU attention FLOPs
 
 
-def _loader(data, rows, cfg, device, g) -> DataLoader:
-    "The training loader exactly as `train` builds it."
-    ds = FeatureDataset(data.cache, rows, n_cls=cfg.n_cls)
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=g,
+def _loader(data, rows, cfg, device, seed) -> DataLoader:
+    "The training loader exactly as `train` builds it (one process)."
+    return DataLoader(CycleDataset(data, rows), batch_sampler=ShardedBatches(len(rows), cfg.batch_size, seed),
                       num_workers=cfg.num_workers, pin_memory=device.type == 'cuda')
 
 
@@ -63,9 +63,9 @@ def _epochs(data, rows, cfg, device):
     while True:
         epoch += 1
         s = seed_everything(cfg.seed, epoch)
-        g = torch.Generator().manual_seed(s)
-        augment = None if cfg.specaug == 'off' else SpecAugment(upstream=cfg.specaug == 'upstream', seed=s + 1)
-        yield epoch, s, augment, _loader(data, rows, cfg, device, g)
+        n_frames = data.cache.features.shape[1]
+        augment = None if cfg.specaug == 'off' else SpecAugment(T=specaug_time_width(n_frames), upstream=cfg.specaug == 'upstream', seed=s + 1)
+        yield epoch, s, augment, _loader(data, rows, cfg, device, s)
 
 
 # ---------------------------------------------------------------------------------------------------------------- data only
@@ -96,20 +96,18 @@ def bench_data(data, cfg, device, passes: int = 1) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------- training
 def bench_train(data, model: str, method: str, batch: int, steps: int, warmup: int, device: torch.device,
-                specaug: str, duration: float, data_dir, amp_dtype: torch.dtype | None = None,
+                specaug: str, duration: float, data_dir, precision: str = 'fp32',
                 peak: float | None = None) -> dict:
-    "Warm-up steps (the first FLOP-counted), then `steps` timed steps of the real loop; medians and shares."
+    "Warm-up steps (the first FLOP-counted), then `steps` timed steps of the real loop (`train_step`); medians and shares."
     cfg = make_config(model=model, method=method, batch_size=batch, duration=duration, specaug=specaug,
-                      data_dir=data_dir, device=device.type, amp=amp_dtype is not None, progress=False)
+                      data_dir=data_dir, device=device.type, precision=precision, progress=False)
     rows = data.rows('train')
     if len(rows) < batch: raise ValueError(f'{data.data_dir}: {len(rows)} training cycles, fewer than one batch of {batch}')
     seed_everything(cfg.seed)
     parts = build_parts(cfg, data.cache.features.shape[1], device, data.labels[rows])
     params = [q for m in modules(parts) for q in m.parameters()]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)   # as train()
-    scaler = torch.amp.GradScaler('cuda', enabled=amp_dtype == torch.float16)
+    opt, scaler = make_optimizer(parts), make_scaler(parts)                  # as train()
     ma = MovingAverageUpdate(modules(parts), cfg.ma_beta)
-    step_fn = STEPS[cfg.method]
 
     def batches():
         "Batches in `train`'s order: per epoch re-seed, new SpecAugment, lr, generator, train mode."
@@ -130,11 +128,7 @@ def bench_train(data, model: str, method: str, batch: int, steps: int, warmup: i
         _sync(device); t1 = time.perf_counter()
         ctx = counter if counter is not None else _Null()
         with ctx:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss, logs = step_fn(parts, x, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            ma.snapshot(); scaler.step(opt); scaler.update(); ma.blend()
+            loss, _ = train_step(parts, parts.scale(x), y, opt, ma, scaler)     # the trainer's own step
             value = loss.item()
         _sync(device); t2 = time.perf_counter()
         return t1 - t0, t2 - t1, value
@@ -154,8 +148,9 @@ def bench_train(data, model: str, method: str, batch: int, steps: int, warmup: i
     timed = [one_step() for _ in range(steps)]
     d = [t[0] for t in timed]; c = [t[1] for t in timed]; tot = [t[0] + t[1] for t in timed]
     med = statistics.median(tot)
-    r = dict(model=model, method=method, batch=batch, device=str(device),
-             dtype=str(amp_dtype).replace('torch.', '') + '-autocast' if amp_dtype else 'float32', specaug=specaug,
+    dt = parts.dtype
+    r = dict(model=model, method=method, batch=batch, device=str(device), precision=precision,
+             dtype=str(dt).replace('torch.', '') + '-autocast' if dt else 'float32', specaug=specaug,
              params=sum(p.numel() for p in params), warmup=warmup, steps=steps,
              step_s=[round(t, 4) for t in tot], data_s=[round(t, 4) for t in d], compute_s=[round(t, 4) for t in c],
              median_step_s=med, median_data_s=statistics.median(d), median_compute_s=statistics.median(c),
@@ -201,6 +196,8 @@ def main(argv=None) -> dict:
     ap.add_argument('--no-peak', action='store_true', help='skip the matmul peak measurement')
     ap.add_argument('--gpu-batch', type=int, default=8, help='ast-base batch for the CUDA bf16 run')
     ap.add_argument('--gpu-steps', type=int, default=10, help='timed steps of the CUDA bf16 run')
+    ap.add_argument('--precisions', nargs='+', choices=['fp32', 'bf16', 'fp16'],
+                    help='CPU precisions (default: fp32, and bf16 where the CPU has native bf16)')
     ap.add_argument('--json', action='store_true', help='also print one JSON line with all figures at the end')
     args = ap.parse_args(argv)
     for opt in ('batch', 'steps'):
@@ -221,8 +218,9 @@ def main(argv=None) -> dict:
                      duration=args.duration, specaug=args.specaug)
     load = os.getloadavg()[0]
     out['loadavg_start'] = load
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, float32 on the CPU (no autocast), '
-          f'num_workers 0 (the Config default); load average {load:.2f} at start')
+    precisions = args.precisions or (['fp32', 'bf16'] if cpu_bf16_native() else ['fp32'])
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, precisions {", ".join(precisions)} '
+          f'(native bf16: {"yes" if cpu_bf16_native() else "no"}), num_workers 0 (the Config default); load average {load:.2f} at start')
     if load > 0.5:
         print(f'  warning: load average {load:.2f} > 0.5: other processes compete for the cores; timings are pessimistic')
 
@@ -235,11 +233,12 @@ def main(argv=None) -> dict:
     print(f'data: {data.data_dir} | cache {feats.shape} {feats.dtype} ({feats.nbytes / 2**20:.0f} MiB) | '
           f'{len(data.rows("train"))} train cycles | load_data (build/reuse cache) {out["load_data_s"]:.2f} s', flush=True)
 
-    peak = None
+    peaks = {}
     if not args.no_peak:
-        pk = matmul_peak()
-        out['cpu_peak'] = pk; peak = pk['peak']
-        print(f'matmul peak (float32 4096^3, best of 3): {peak / 1e9:.1f} GFLOP/s', flush=True)
+        for prec in precisions:
+            pk = matmul_peak(dtype=torch.bfloat16 if prec == 'bf16' else torch.float32)
+            out.setdefault('cpu_peaks', {})[prec] = pk; peaks[prec] = pk['peak']
+            print(f'matmul peak ({prec} 4096^3, best of 3): {pk["peak"] / 1e9:.1f} GFLOP/s', flush=True)
 
     dcfg = make_config(batch_size=max(batches), duration=args.duration, specaug=args.specaug)
     dr = bench_data(data, dcfg, cpu, args.data_passes)
@@ -251,9 +250,14 @@ def main(argv=None) -> dict:
     out['cpu'] = []
     for name, b, n in zip(args.models, batches, steps):
         for method in args.methods:
-            r = bench_train(data, name, method, b, n, args.warmup, cpu, args.specaug, args.duration, args.data, None, peak)
-            out['cpu'].append(r)
-            print(_fmt(r), flush=True)
+            for prec in precisions:
+                r = bench_train(data, name, method, b, n, args.warmup, cpu, args.specaug, args.duration, args.data, prec,
+                                peaks.get(prec))
+                out['cpu'].append(r)
+                print(_fmt(r), flush=True)
+            if len(precisions) > 1:
+                t = {r['precision']: r['median_step_s'] for r in out['cpu'] if r['model'] == name and r['method'] == method}
+                print(f'  {name} {method}: bf16/fp32 step time {t["bf16"] / t["fp32"]:.2f}', flush=True)
     if out['cpu']:
         slowest = min(r['samples_per_s'] for r in out['cpu'])
         print(f'loading headroom: data-only {dr["samples_per_s"]:.0f} samples/s vs the fastest training '
@@ -268,7 +272,7 @@ def main(argv=None) -> dict:
                         dev, args.data_passes)
         out['cuda_data_only'] = gd
         r = bench_train(data, 'ast-base', 'patchmix_cl', args.gpu_batch, args.gpu_steps, max(args.warmup, 3), dev,
-                        args.specaug, args.duration, args.data, torch.bfloat16, None)
+                        args.specaug, args.duration, args.data, 'bf16', None)
         out['cuda'] = r
         print(f'CUDA {torch.cuda.get_device_name()}: data only {gd["samples_per_s"]:.0f} samples/s')
         print('CUDA ' + _fmt(r))
