@@ -36,8 +36,8 @@ __all__ = ['METHODS', 'SPECAUG', 'PRECISIONS', 'CLASS_SPLITS', 'PRESETS', 'POS_E
            'modules', 'TrainingDiverged', 'train_step', 'ShardedBatches', 'run_epoch', 'predict_logits', 'scores',
            'eval_loader', 'evaluate', 'atomic_write', 'save_json', 'save_checkpoint', 'remove_stale_temps', 'rng_state',
            'load_checkpoint', 'commit_epoch', 'repair_run', 'seed_everything', 'default_out', 'prepare_run_folder',
-           'setup_processes', 'StepModule', 'train', 'summarize', 'plot_history', 'load_run', 'evaluate_run',
-           'predict_recording']
+           'setup_processes', 'StepModule', 'train', 'summarize', 'plot_history', 'estimate_seconds', 'load_run',
+           'evaluate_run', 'predict_recording']
 
 # %% ../nbs/09_train.ipynb #18d4eb1d
 METHODS = ('ce', 'patchmix_ce', 'patchmix_cl', 'mixup', 'cutmix')
@@ -79,6 +79,8 @@ class Config:
     proj_dim: int | None = _f(None, 'projector output size; None = the backbone width (768 for ast-base)')
     target_type: str = _f('grad_block', 'grad_block | grad_flow | project_block | project_flow')
     negative_pair: str = _f('all', "'all' or 'diff_label' negatives in the contrastive denominator")
+    fused_passes: bool = _f(True, "Patch-Mix CL: run the clean and the mixed pass as one batch of 2B (the same result up to "
+                           "float rounding; about 1.5x faster for small models); off: two passes as the reference")
     specaug: str = _f('clean', "SpecAugment: 'clean', 'upstream' (the reference's quirks) or 'off'")
     # optimisation
     epochs: int = _f(50, 'training epochs')
@@ -353,11 +355,18 @@ def step_patchmix_ce(p: Parts, x, y):
 
 def step_patchmix_cl(p: Parts, x, y):
     "Patch-Mix CL: CE on the clean pass + α·contrastive loss of projected mixed features against clean targets."
-    z = p.model(x)                                                        # clean pass (B, D)
+    mixer = PatchMixer(p.cfg.mix_beta, p.cfg.mix_mode, p.model.grid, p.generator)
+    if p.cfg.fused_passes:                                                # clean and mixed pass as one (2B) batch
+        B = len(x)
+        def mix_second_half(tokens):
+            mixed, info = mixer(tokens[B:])
+            return torch.cat([tokens[:B], mixed]), info
+        z, z_mix = p.model(torch.cat([x, x]), mix=mix_second_half)[0].split(B)   # (B, D) each
+    else:
+        z = p.model(x)                                                    # clean pass (B, D)
+        z_mix, _ = p.model(x, mix=mixer)                                  # mixed pass (B, D)
     l_ce = F.cross_entropy(p.head(z).float(), y, weight=p.class_weights)
     t = contrastive_targets(z, p.projector, p.cfg.target_type)           # sg(z) by default
-    mixer = PatchMixer(p.cfg.mix_beta, p.cfg.mix_mode, p.model.grid, p.generator)
-    z_mix, _ = p.model(x, mix=mixer)                                      # mixed pass (B, D)
     info = mixer.info
     u, index, labels = p.projector(z_mix), info.index, y
     if world_size() > 1:                        # the contrast sees the global batch; π stays within each process
@@ -864,6 +873,26 @@ def plot_history(history: list[dict], title: str | None = None):
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/09_train.ipynb #estcode
+def estimate_seconds(cfg: Config, n_train: int, n_eval: int, n_frames: int | None = None, reps: int = 2) -> float:
+    "How long `train(cfg)` will take on this machine: `reps` timed steps (after a warm-up) of its own model and an eval batch."
+    n_frames = n_frames or n_frames_for(cfg.duration)
+    dev = resolve_device(cfg.device)
+    p = build_parts(cfg, n_frames, dev)
+    opt, ma, scaler = make_optimizer(p), MovingAverageUpdate(modules(p), cfg.ma_beta), make_scaler(p)
+    x = torch.randn(cfg.batch_size, 1, n_frames, 128, device=dev); y = (torch.arange(cfg.batch_size) % cfg.n_cls).to(dev)
+    train_step(p, x, y, opt, ma, scaler)                                   # warm-up
+    t0 = time.perf_counter()
+    for _ in range(reps): float(train_step(p, x, y, opt, ma, scaler)[0])
+    step = (time.perf_counter() - t0) / reps
+    for m in modules(p): m.eval()
+    xe = torch.randn(32, 1, n_frames, 128, device=dev)
+    t0 = time.perf_counter()
+    with torch.no_grad(), autocast(p): float(p.head(p.model(xe)).sum())
+    per_eval_sample = (time.perf_counter() - t0) / 32
+    steps = min(n_train // cfg.batch_size, cfg.max_steps or 10**9) * cfg.epochs
+    return steps * step + cfg.epochs * n_eval * per_eval_sample
 
 # %% ../nbs/09_train.ipynb #6f9af6c3
 def load_run(ckpt, device: str = 'cpu') -> tuple[Config, Parts]:

@@ -168,8 +168,8 @@ def _reference_step(parts, x, y, opt, beta):
     return loss.detach()
 
 
-def _fixed_parts(method='patchmix_cl'):
-    cfg = make_config('smoke', method=method, precision='fp32', device='cpu', weighted_loss=False)
+def _fixed_parts(method='patchmix_cl', fused=True):
+    cfg = make_config('smoke', method=method, precision='fp32', device='cpu', weighted_loss=False, fused_passes=fused)
     torch.manual_seed(0)
     parts = build_parts(cfg, n_frames_for(cfg.duration), torch.device('cpu'))
     x = torch.randn(8, 1, n_frames_for(cfg.duration), 128, generator=torch.Generator().manual_seed(1))
@@ -177,21 +177,29 @@ def _fixed_parts(method='patchmix_cl'):
     return cfg, parts, x, y
 
 
-def test_train_step_equals_the_reference_order():
-    "Parameters and every buffer (projector BatchNorm statistics included) after one step equal the reference's order."
+@pytest.mark.parametrize('fused', [False, True])
+def test_train_step_equals_the_reference_order(fused):
+    """Parameters and every buffer (projector BatchNorm statistics included) after one step equal the reference's order
+    (two passes); also with the clean and mixed passes fused into one batch of 2B."""
     import copy
-    cfg, a, x, y = _fixed_parts()
-    b = copy.deepcopy(a)
+    cfg, a, x, y = _fixed_parts(fused=fused)
+    b = copy.deepcopy(a); b.cfg = replace(a.cfg, fused_passes=False)
     for p in (a, b): p.generator.manual_seed(5)                           # the same mixing plan (λ, π, mask)
     opt_a, opt_b = make_optimizer(a), torch.optim.Adam([q for m in modules(b) for q in m.parameters()], lr=cfg.lr,
                                                        weight_decay=cfg.weight_decay)
     loss_a, _ = train_step(a, x, y, opt_a, MovingAverageUpdate(modules(a), cfg.ma_beta))
     loss_b = _reference_step(b, x, y, opt_b, cfg.ma_beta)
     assert float(loss_a) == pytest.approx(loss_b.item(), abs=1e-6)
+    diffs = []
     for ma_, mb in zip(modules(a), modules(b)):
         sa, sb = ma_.state_dict(), mb.state_dict()
         for k in sb:
-            torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6, msg=lambda m: f"{k}: {m}")
+            if not fused:
+                torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6, msg=lambda m: f"{k}: {m}")
+            diffs.append((sa[k].double() - sb[k].double()).abs().flatten())
+    if fused:   # one 2B batch rounds differently; Adam's first step is ±lr whatever a gradient's size, so a rare
+        d = torch.cat(diffs)    # near-zero gradient may land a weight a little further off: all but 1 in 10^4 within 1e-6
+        assert (d <= 1e-6).double().mean() >= 0.9999 and d.max() <= cfg.lr, ((d > 1e-6).sum(), d.numel(), d.max())
     bn = a.projector.bn
     assert bn.num_batches_tracked.item() == 0                             # truncated back, as in the reference
 
