@@ -216,7 +216,7 @@ def cmd_demo(a) -> int:
     return 0
 
 # %% ../nbs/12_cli.ipynb #de2f23cd
-USER_ERRORS = (ICBHIError, CheckpointError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError)
+USER_ERRORS = (ICBHIError, CheckpointError, ValueError, OSError, RuntimeError)   # OSError: missing files, full disks, permissions
 COMMANDS = {'synth': cmd_synth, 'stats': cmd_stats, 'prepare': cmd_prepare, 'train': cmd_train, 'eval': cmd_eval,
             'predict': cmd_predict, 'sweep': cmd_sweep, 'demo': cmd_demo}
 
