@@ -385,6 +385,9 @@ class RecordingBrowser:
         "Change some filters (`split`, `device`, `diagnosis`, `label`; None: any); returns the matching stems."
         bad = set(filters) - set(self.FILTERS)
         if bad: raise TypeError(f'unknown filter {sorted(bad)}; expected some of {", ".join(self.FILTERS)}')
+        for k, v in filters.items():
+            known = [o for _, o in self.w_filters[k].options]
+            if v not in known: raise ValueError(f'{k}={v!r} is not in this data; expected one of {known}')
         self.filters.update(filters)
         self.stems = self.matching(**self.filters)
         self._set_options()
