@@ -326,7 +326,7 @@ class RecordingBrowser:
     "Filter, page and zoom through an index's recordings: the figure as an Image, the recording and one cycle as Audio."
     FILTERS = ('split', 'device', 'diagnosis', 'label')
 
-    def __init__(self, index: ICBHIIndex, stem: str | None = None, audio: bool = True, width: int = 1100,
+    def __init__(self, index: ICBHIIndex, stem: str | None = None, audio: bool = True, width: int = 1000,
                  dpi: int = 100, scale: int = 2, cache: int = 8):
         import ipywidgets as W
         rec = index.recordings[index.recordings['wav'].notna()]
@@ -340,15 +340,15 @@ class RecordingBrowser:
         self.stem = self.cycle = self.data = self.figure = None
         self._cache, self._quiet, self.seconds = {}, False, 0.0
         # widgets: filters, recording + previous/next, cycle, status, figure, players
-        def choice(name, values, width='200px'):
+        def choice(name, values, width='170px'):
             return W.Dropdown(options=[('(all)', None)] + list(values), value=None, description=name,
                               layout=W.Layout(width=width), style={'description_width': 'initial'})
         self.w_filters = dict(
             split=choice('split', [(s, s) for s in sorted(set(rec['split'].dropna()))]),
             device=choice('device', [(d, d) for d in _devices(rec)]),
-            diagnosis=choice('diagnosis', [(d, d) for d in sorted(set(rec['diagnosis'].dropna()))], '230px'),
-            label=choice('class present', [(n, k) for k, n in enumerate(CLASSES)], '230px'))
-        self.dropdown = W.Dropdown(description='recording', layout=W.Layout(width='520px'))
+            diagnosis=choice('diagnosis', [(d, d) for d in sorted(set(rec['diagnosis'].dropna()))], '210px'),
+            label=choice('class present', [(n, k) for k, n in enumerate(CLASSES)], '210px'))
+        self.dropdown = W.Dropdown(description='recording', layout=W.Layout(width='500px'))
         self.prev_button = W.Button(description='◀ previous', layout=W.Layout(width='110px'))
         self.next_button = W.Button(description='next ▶', layout=W.Layout(width='110px'))
         self.count = W.HTML()
@@ -440,7 +440,8 @@ class RecordingBrowser:
         fig.savefig(buf, format='png', dpi=self.dpi * self.scale)
         self.image.value = buf.getvalue()
         self.figure, self.seconds = fig, time.perf_counter() - t0
-        self.status.value = f'<span style="color:#55a868">✔ {self.stem}</span> drawn in {self.seconds:.2f} s'
+        what = self.stem + (f', cycle {self.cycle}' if self.cycle else '')
+        self.status.value = f'<span style="color:#55a868">✔ {what}</span> drawn in {self.seconds:.2f} s'
         return fig
 
     # --- widget plumbing ---

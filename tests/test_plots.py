@@ -97,7 +97,7 @@ def test_recording_view(index):
         assert part in title, (part, title)
     assert spec_ax.get_ylabel() == 'frequency (Hz)' and spec_ax.images
     assert fig.axes[2].get_ylabel() == 'log-mel (normalised)'  # the colorbar
-    assert fig.get_size_inches() * fig.dpi == pytest.approx((1100, 480))  # laid out at display size
+    assert fig.get_size_inches() * fig.dpi == pytest.approx((1100, 480))  # recording_view's default width  # laid out at display size
     assert audio.data[:4] == b'RIFF' and int.from_bytes(audio.data[24:28], 'little') == 16000  # wav at 16 kHz
     with pytest.raises(KeyError, match='nope'): recording_view(index, 'nope')
     # one cycle: zoomed, and its audio is the cycle alone
