@@ -16,10 +16,10 @@ from .audio import SAMPLE_RATE, DURATION, load_recording, cycles_from_recording,
 from .features import fbank
 
 # %% auto #0
-__all__ = ['SHORT', 'MEL_LOW', 'MEL_HIGH', 'class_legend', 'plot_device_balance', 'duration_extremes', 'plot_duration_histogram',
-           'mel_bin_of_hz', 'hz_axis', 'pick_class_examples', 'plot_class_examples', 'sample_rate_table',
-           'plot_sample_rates', 'recording_title', 'RecordingData', 'load_recording_data', 'draw_recording',
-           'recording_view', 'RecordingBrowser', 'recording_browser']
+__all__ = ['SHORT', 'MEL_LOW', 'MEL_HIGH', 'ALL', 'class_legend', 'plot_device_balance', 'duration_extremes',
+           'plot_duration_histogram', 'mel_bin_of_hz', 'hz_axis', 'pick_class_examples', 'plot_class_examples',
+           'sample_rate_table', 'plot_sample_rates', 'recording_title', 'RecordingData', 'load_recording_data',
+           'draw_recording', 'recording_view', 'RecordingBrowser', 'recording_browser']
 
 # %% ../nbs/04_explore.ipynb #3ce860e8
 def class_legend(alpha: float = 0.6) -> list[Patch]:
@@ -320,7 +320,7 @@ def recording_view(index: ICBHIIndex, stem: str, cycle: int | None = None, sampl
     return draw_recording(data, cycle, width=width, dpi=dpi), Audio(x, rate=sample_rate)
 
 # %% ../nbs/04_explore.ipynb #b5fc441e
-_KEEP = object()  # "leave this filter as it is"
+ALL = '(all)'  # the filter value that keeps every recording
 
 class RecordingBrowser:
     "Filter, page and zoom through an index's recordings: the figure as an Image, the recording and one cycle as Audio."
@@ -341,7 +341,7 @@ class RecordingBrowser:
         self._cache, self._quiet, self.seconds = {}, False, 0.0
         # widgets: filters, recording + previous/next, cycle, status, figure, players
         def choice(name, values, width='170px'):
-            return W.Dropdown(options=[('(all)', None)] + list(values), value=None, description=name,
+            return W.Dropdown(options=[(ALL, ALL)] + list(values), value=ALL, description=name,
                               layout=W.Layout(width=width), style={'description_width': 'initial'})
         self.w_filters = dict(
             split=choice('split', [(s, s) for s in sorted(set(rec['split'].dropna()))]),
@@ -363,9 +363,10 @@ class RecordingBrowser:
                               W.HBox([self.dropdown, self.prev_button, self.next_button, self.count]),
                               W.HBox([self.cycle_dropdown, self.status]), self.image, W.HBox(players)])
         for k, w in self.w_filters.items():
-            w.observe(lambda ch, k=k: self._event(self.filter, **{k: ch['new']}), names='value')
+            w.observe(lambda ch, k=k: self._event(self.filter, **{k: None if ch['new'] == ALL else ch['new']}),
+                      names='value')
         self.dropdown.observe(lambda ch: ch['new'] is not None and self._event(self.select, ch['new']), names='value')
-        self.cycle_dropdown.observe(lambda ch: self._event(self.zoom, ch['new']), names='value')
+        self.cycle_dropdown.observe(lambda ch: self._event(self.zoom, ch['new'] or None), names='value')
         self.prev_button.on_click(lambda _: self._event(self.prev))
         self.next_button.on_click(lambda _: self._event(self.next))
         self._set_options()
@@ -386,8 +387,9 @@ class RecordingBrowser:
         bad = set(filters) - set(self.FILTERS)
         if bad: raise TypeError(f'unknown filter {sorted(bad)}; expected some of {", ".join(self.FILTERS)}')
         for k, v in filters.items():
-            known = [o for _, o in self.w_filters[k].options]
-            if v not in known: raise ValueError(f'{k}={v!r} is not in this data; expected one of {known}')
+            known = [o for _, o in self.w_filters[k].options if o != ALL]
+            if v is not None and v not in known:
+                raise ValueError(f'{k}={v!r} is not in this data; expected None (any) or one of {known}')
         self.filters.update(filters)
         self.stems = self.matching(**self.filters)
         self._set_options()
@@ -468,12 +470,12 @@ class RecordingBrowser:
             i = self.stems.index(self.stem) if self.stem in self.stems else -1
             self.prev_button.disabled, self.next_button.disabled = i <= 0, i < 0 or i >= len(self.stems) - 1
             self.count.value = f'{i + 1 if i >= 0 else "–"} of {len(self.stems)} (of {len(r)})'
-            for k, w in self.w_filters.items(): w.value = self.filters[k]
+            for k, w in self.w_filters.items(): w.value = ALL if self.filters[k] is None else self.filters[k]
             if self.data is not None:
                 c = self.data.cycles
-                self.cycle_dropdown.options = [('whole recording', None)] + [
+                self.cycle_dropdown.options = [('whole recording', 0)] + [
                     (f'{x.n}: {CLASSES[x.label]}, {x.start:.2f}–{x.end:.2f} s', int(x.n)) for x in c.itertuples()]
-                self.cycle_dropdown.value = self.cycle
+                self.cycle_dropdown.value = self.cycle or 0
         finally: self._quiet = False
 
     def _ipython_display_(self):

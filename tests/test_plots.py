@@ -138,6 +138,11 @@ def test_browser(index):
     assert b.filter(device=empty[0][0], label=empty[0][1]) == [] and 'no recording matches' in b.status.value
     assert b.filter(device=None, label=None) == split
     with pytest.raises(TypeError, match='unknown filter'): b.filter(colour='red')
+    b.w_filters['split'].value = 'train'  # the filter widgets call filter()
+    assert b.stems == list(rec.stem[rec.split == 'train']) and b.filters['split'] == 'train'
+    b.w_filters['split'].value = '(all)'
+    assert b.filters['split'] is None and len(b.stems) == len(rec)
+    b.filter(split='test')
     with pytest.raises(ValueError, match="device='nope' is not in this data"): b.filter(device='nope')
     # previous / next move through the filtered list and stop at its ends
     f1 = b.next()
@@ -159,10 +164,10 @@ def test_browser(index):
     assert (lo, hi) != whole and lo <= c.start and c.end <= hi
     assert (len(b.cycle_player.value) - 44) // 2 == len(b.data.cycle_samples(2)) == int(c.end * 16000) - int(c.start * 16000)
     assert b.cycle_audio(2) == b.cycle_player.value and b.player.value == player
-    b.zoom(None)
+    b.cycle_dropdown.value = 0  # 'whole recording'
     assert b.figure.axes[0].get_xlim() == pytest.approx(whole) and b.cycle_player.value == b''
     b.next_button.click()
-    assert b.stem == split[1] and b.cycle is None and b.cycle_dropdown.value is None
+    assert b.stem == split[1] and b.cycle is None and b.cycle_dropdown.value == 0
 
 
 @pytest.mark.skipif(not (ICBHI/'sample').is_dir(), reason='real ICBHI sample not available')
