@@ -425,7 +425,7 @@ class RecordingBrowser:
         self._set_options()
         if self.audio:
             self.cycle_player.value = self._wav(self.data.cycle_samples(cycle)) if cycle is not None else b''
-            self.cycle_label.value = f'cycle {cycle}' if cycle is not None else ''
+            self.cycle_label.value = f'cycle {cycle}' if cycle is not None else 'cycle (pick one)'
         return self.render()
 
     def cycle_audio(self, cycle: int) -> bytes:
