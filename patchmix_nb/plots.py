@@ -244,7 +244,8 @@ def _envelope(x: np.ndarray, i0: int, i1: int, n: int) -> tuple[np.ndarray, np.n
     i0, i1 = max(i0, 0), min(i1, len(x))
     if i1 - i0 <= 2 * n: return np.arange(i0, i1), x[i0:i1]
     edges = np.linspace(i0, i1, n + 1).astype(int)
-    lo, hi = np.minimum.reduceat(x, edges[:-1]), np.maximum.reduceat(x, edges[:-1])
+    seg = x[i0:i1]  # reduceat's last bucket runs to the end of its array: cut the array at i1 first
+    lo, hi = np.minimum.reduceat(seg, edges[:-1] - i0), np.maximum.reduceat(seg, edges[:-1] - i0)
     pos = np.repeat(edges[:-1], 2)
     return pos, np.stack([lo, hi], 1).ravel()
 

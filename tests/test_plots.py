@@ -11,7 +11,7 @@ from patchmix_nb.icbhi import CLASSES, CLASS_COLORS, LOCATIONS, MODES, load_inde
 from patchmix_nb.synthetic import make_synthetic
 from patchmix_nb.plots import (duration_extremes, pick_class_examples, plot_class_examples, plot_device_balance,
                                plot_duration_histogram, plot_sample_rates, recording_browser, recording_view,
-                               sample_rate_table, mel_bin_of_hz)
+                               sample_rate_table, mel_bin_of_hz, load_recording_data)
 
 ICBHI = Path(os.environ.get('PATCHMIX_ICBHI') or Path(__file__).resolve().parents[2]/'shared'/'icbhi')
 NBS = Path(__file__).resolve().parents[1]/'nbs'
@@ -107,6 +107,13 @@ def test_recording_view(index):
     assert lo <= c.start and c.end <= hi and hi - lo < 0.5 * r.duration
     assert (len(audio3.data) - 44) // 2 == int(c.end * 16000) - int(c.start * 16000)
     with pytest.raises(IndexError, match=f'cycles 1..{len(cyc)}'): recording_view(index, stem, cycle=len(cyc) + 1)
+    # the zoomed waveform's y range fits the samples in view (a louder part elsewhere does not flatten it)
+    x = load_recording_data(index, stem).wave
+    seen = np.abs(x[int(lo * 16000):int(np.ceil(hi * 16000)) + 1]).max()
+    ylo, yhi = fig3.axes[0].get_ylim()
+    assert ylo == pytest.approx(-1.2 * seen, rel=1e-3) and yhi == pytest.approx(1.35 * seen, rel=1e-3)
+    line = fig3.axes[0].lines[0]  # the (envelope of the) waveform
+    assert np.abs(line.get_ydata()).max() == pytest.approx(seen, rel=1e-6)
 
 
 def test_mel_hz_axis():
