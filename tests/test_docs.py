@@ -32,7 +32,8 @@ def site(tmp_path_factory):
         new_markdown_cell('# A figure\n\nSee `01_text` and [the text notebook](01_text.ipynb).'),
         new_code_cell('#| hide\nimport matplotlib.pyplot as plt\nHIDDEN_MARKER_SHOULD_NOT_SHOW = 1'),
         new_code_cell('#| export\ndef slope(): return 2'),
-        new_code_cell("plt.plot([0, 1], [0, slope()]);")])
+        new_code_cell("plt.plot([0, 1], [0, slope()]);"),
+        new_code_cell("#| notest\nraise RuntimeError('a notest cell ran')")])
     _write(nbs/'01_text.ipynb', [new_markdown_cell('# Text'), new_code_cell('print(6 * 7)')])
     out = tmp_path_factory.mktemp('site')
     manifest = docs.build(out, nbs=nbs, log=lambda *a: None)
@@ -57,6 +58,7 @@ def test_pages_figures_hidden_cells(site):
     code = re.sub(r'<[^>]+>', '', ' '.join(re.findall(r'<pre>(.*?)</pre>', fig, re.S)))
     assert 'slope' in code and '#| export' not in code and '#|' not in code
     assert '42' in (out/'01_text.html').read_text()
+    assert 'a notest cell ran' in fig  # shown; not run (it raises: the build would have failed)
     assert 'href="01_text.html"' in fig  # the .ipynb link and the inline name both point to the page
     for page in out.glob('*.html'):  # every page carries the navigation to every page
         t = page.read_text()

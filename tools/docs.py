@@ -2,7 +2,8 @@
 
 `nbdev_docs` needs Quarto, which cannot be installed here; this is the offline path (where Quarto exists, `nbdev_docs`
 still works). Each notebook listed in the index's notebook table (a row per notebook: `| \\`00_icbhi\\` | ... |`) is
-executed with the inline matplotlib backend (so figures are embedded as PNG), its `#| hide` cells are left out (after
+executed with the inline matplotlib backend (so figures are embedded as PNG; cells flagged with settings.ini's
+`tst_flags`, e.g. `#| notest`, are shown but not run, as nbdev_test does), its `#| hide` cells are left out (after
 they ran), nbdev directives (`#| export`, ...) are stripped from the code shown, and it is written as `OUT/<name>.html`
 with a sidebar linking every page; `OUT/index.html` is the index notebook itself. `OUT/manifest.json` records, per
 page, the figures its executed notebook produced and the time it took.
@@ -86,12 +87,23 @@ def for_display(nb):
     return nb
 
 
-def execute(path: Path, timeout: int = 600, kernel: str = 'python3'):
-    "Run a notebook in its own folder with the inline matplotlib backend; returns the executed notebook."
+def test_flags(settings: Path = ROOT / 'settings.ini') -> set[str]:
+    "nbdev's `tst_flags` (cells flagged `#| notest`, `#| slow` ... are not run by nbdev_test, nor here)."
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(settings)
+    return set(cfg.get('DEFAULT', 'tst_flags', fallback='notest').split())
+
+
+def execute(path: Path, timeout: int = 600, kernel: str = 'python3', skip: set[str] = frozenset()):
+    "Run a notebook in its own folder with the inline matplotlib backend (cells flagged with `skip` are shown, not run)."
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
+    skipped = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == 'code' and set(directives(c.source)) & skip}
+    for i in skipped: nb.cells[i].source = ''
     NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={'metadata': {'path': str(path.parent)}}).execute(
         env=dict(os.environ, MPLBACKEND=INLINE))  # figures become image/png outputs
+    for i, src in skipped.items(): nb.cells[i].source = src
     return nb
 
 
@@ -151,7 +163,7 @@ def render(nb, name: str, title: str, rows: list[dict], names: set[str], mathjax
 
 
 def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int = 600, nbs: Path = NBS,
-          log=print) -> dict:
+          log=print, all_cells: bool = False) -> dict:
     "Execute and render the index and the notebooks of its table (or `only` those) into `out`; returns the manifest."
     index = nbs / 'index.ipynb'
     rows = notebook_table(index)
@@ -165,12 +177,13 @@ def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int 
     mpath = out / 'manifest.json'
     manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
     manifest['notebooks'] = [r['name'] for r in rows]
+    skip = set() if all_cells else test_flags(nbs.parent / 'settings.ini')
     mj = mathjax(out)  # offline maths; without it the pages link MathJax's CDN (TeX shows as written offline)
 
     def one(name: str) -> tuple[str, dict]:
         t0 = time.perf_counter()
         src = nbs / f'{name}.ipynb'
-        nb = execute(src, timeout) if name != 'index' else nbformat.read(src, as_version=4)
+        nb = execute(src, timeout, skip=skip) if name != 'index' else nbformat.read(src, as_version=4)
         secs = time.perf_counter() - t0
         figs = n_figures(nb)
         hidden = [c.source for c in nb.cells if 'hide' in directives(c.source)]
@@ -232,6 +245,7 @@ def main(argv=None):
     ap.add_argument('--only', nargs='+', help='notebook names of the index table to build (default: all)')
     ap.add_argument('--jobs', type=int, default=1, help='notebooks executed at once (default 1)')
     ap.add_argument('--timeout', type=int, default=900, help='seconds per cell (default 900)')
+    ap.add_argument('--all-cells', action='store_true', help="also run cells flagged with settings.ini's tst_flags")
     ap.add_argument('--check', metavar='DIR', help='check a built site instead of building')
     ap.add_argument('--no-figures', nargs='*', default=['12_cli'], help='numbered notebooks allowed to have no figure')
     a = ap.parse_args(argv)
@@ -242,7 +256,7 @@ def main(argv=None):
         m = json.loads((Path(a.check) / 'manifest.json').read_text())
         print(f'[docs] {a.check}: {len(m["pages"])} pages, {sum(p["figures"] for p in m["pages"].values())} figures, links ok')
         return
-    build(Path(a.out), a.only, a.jobs, a.timeout)
+    build(Path(a.out), a.only, a.jobs, a.timeout, all_cells=a.all_cells)
 
 
 if __name__ == '__main__':
