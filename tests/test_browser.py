@@ -164,6 +164,7 @@ def test_recording_browser_in_jupyterlab(lab, driver, shots, capsys):
     _wait('the notebook to open', lambda: driver.find_elements(By.CSS_SELECTOR, '.jp-Notebook .jp-Cell'), 90)
     _wait('the kernel to be idle', lambda: driver.find_elements(
         By.CSS_SELECTOR, '.jp-Notebook-ExecutionIndicator[data-status="idle"]'), 90)
+    time.sleep(3)  # JupyterLab writes the kernel's kernelspec/language_info into the notebook just after connecting
     dirty = bool(driver.find_elements(By.CSS_SELECTOR, '.lm-TabBar-tab.jp-mod-dirty'))
     log.append(f'opened, kernel idle in {time.monotonic() - t_start:.1f} s; tab marked modified on open: {dirty}')
 
