@@ -4,19 +4,22 @@
 
 # %% ../nbs/04_explore.ipynb #f948adb0
 from __future__ import annotations
+from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from .icbhi import CLASSES, CLASS_COLORS, DEVICES, ICBHIIndex, class_counts
-from .audio import SAMPLE_RATE, DURATION, load_recording, cycles_from_recording
+from matplotlib.transforms import blended_transform_factory
+from .icbhi import CLASSES, CLASS_COLORS, DEVICES, LOCATIONS, MODES, ICBHIIndex, class_counts
+from .audio import SAMPLE_RATE, DURATION, load_recording, cycles_from_recording, cycle_bounds
 from .features import fbank
 
 # %% auto #0
-__all__ = ['SHORT', 'class_legend', 'plot_device_balance', 'duration_extremes', 'plot_duration_histogram', 'pick_class_examples',
-           'plot_class_examples', 'sample_rate_table', 'plot_sample_rates', 'recording_view', 'RecordingBrowser',
-           'recording_browser']
+__all__ = ['SHORT', 'MEL_LOW', 'MEL_HIGH', 'ALL', 'class_legend', 'plot_device_balance', 'duration_extremes',
+           'plot_duration_histogram', 'mel_bin_of_hz', 'hz_axis', 'pick_class_examples', 'plot_class_examples',
+           'sample_rate_table', 'plot_sample_rates', 'recording_title', 'RecordingData', 'load_recording_data',
+           'draw_recording', 'recording_view', 'RecordingBrowser', 'recording_browser']
 
 # %% ../nbs/04_explore.ipynb #3ce860e8
 def class_legend(alpha: float = 0.6) -> list[Patch]:
@@ -91,6 +94,23 @@ def plot_duration_histogram(cycles: pd.DataFrame, clip: float = DURATION, short:
     fig.tight_layout()
     return fig
 
+# %% ../nbs/04_explore.ipynb #c1b2a003
+MEL_LOW, MEL_HIGH = 20.0, SAMPLE_RATE / 2  # Hz: Kaldi fbank's default band (low_freq=20, high_freq=Nyquist)
+
+def _mel(f): return 1127.0 * np.log1p(np.asarray(f, dtype=float) / 700.0)  # HTK mel scale, as Kaldi
+
+def mel_bin_of_hz(f, n_mels: int = 128, low: float = MEL_LOW, high: float = MEL_HIGH):
+    "Fractional mel-bin coordinate (0 = bottom edge, `n_mels` = top edge) of frequency `f` Hz on the fbank's y axis."
+    m0, m1 = _mel(low), _mel(high)
+    # bin i is centred on mel m0 + (i+1)·Δ, Δ = (m1-m0)/(n_mels+1); pixel i spans [i, i+1] so its centre sits at i+0.5
+    return (_mel(f) - m0) / ((m1 - m0) / (n_mels + 1)) - 0.5
+
+def hz_axis(ax, n_mels: int = 128, ticks=(100, 250, 500, 1000, 2000, 4000, 8000)):
+    "Label the mel-bin y axis of an fbank image in Hz (ticks placed on the mel scale)."
+    ticks = [f for f in ticks if 0 <= mel_bin_of_hz(f, n_mels) <= n_mels]
+    ax.set_yticks(mel_bin_of_hz(ticks, n_mels), [f'{f / 1000:g}k' if f >= 1000 else f'{f:g}' for f in ticks])
+    ax.set_ylabel('frequency (Hz)')
+
 # %% ../nbs/04_explore.ipynb #14514f74
 def pick_class_examples(index: ICBHIIndex, min_dur: float = 1.0, max_dur: float = DURATION) -> pd.DataFrame:
     "One typical cycle per class present (duration closest to the class median, in [min_dur, max_dur] if possible)."
@@ -106,9 +126,11 @@ def pick_class_examples(index: ICBHIIndex, min_dur: float = 1.0, max_dur: float 
     return pd.DataFrame(rows, columns=cyc.columns)
 
 def _imshow_fbank(ax, feat: np.ndarray, vmin=None, vmax=None):
-    "Draw a (frames, 128) fbank with time (s, 10 ms frames) on x and mel bin on y."
-    return ax.imshow(feat.T, origin='lower', aspect='auto', cmap='magma', vmin=vmin, vmax=vmax,
-                     extent=(0, feat.shape[0] / 100, 0, feat.shape[1]))
+    "Draw a (frames, 128) fbank with time (s, 10 ms frames) on x and frequency (Hz, mel-spaced) on y."
+    im = ax.imshow(feat.T, origin='lower', aspect='auto', cmap='magma', vmin=vmin, vmax=vmax,
+                   extent=(0, feat.shape[0] / 100, 0, feat.shape[1]))
+    hz_axis(ax, feat.shape[1])
+    return im
 
 def plot_class_examples(index: ICBHIIndex, examples: pd.DataFrame | None = None, duration: float = DURATION,
                         pad: str = 'repeat') -> Figure:
@@ -136,13 +158,14 @@ def plot_class_examples(index: ICBHIIndex, examples: pd.DataFrame | None = None,
         t = np.arange(len(x)) / SAMPLE_RATE
         top.plot(t, x, lw=0.3, color=CLASS_COLORS[k])
         top.axvspan(min(r['duration'], duration), duration, color='0.85', zorder=0)
-        top.set_title(f'{name}: {r["stem"]} #{r["cycle"]}\n{r["duration"]:.2f} s, {r["device"]}', fontsize=8,
+        top.set_title(f'{name}: {r["stem"]} cycle {r["cycle"] + 1}\n{r["duration"]:.2f} s, {r["device"]}', fontsize=8,
                       color=CLASS_COLORS[k])
-        _imshow_fbank(bot, feats[k], lo, hi)
+        im = _imshow_fbank(bot, feats[k], lo, hi)
         bot.set_xlabel('time (s)')
+        if k: bot.set_ylabel('')
     axs[0, 0].set_ylabel('amplitude')
-    axs[1, 0].set_ylabel('mel bin')
     fig.tight_layout()
+    if feats: fig.colorbar(im, ax=axs[1, :].tolist(), pad=0.01, fraction=0.02, label='log-mel (normalised)')
     return fig
 
 # %% ../nbs/04_explore.ipynb #24046c3c
@@ -174,69 +197,292 @@ def plot_sample_rates(recordings: pd.DataFrame) -> Figure:
     return fig
 
 # %% ../nbs/04_explore.ipynb #a2b5899c
-def recording_view(index: ICBHIIndex, stem: str, sample_rate: int = SAMPLE_RATE):
-    "Figure (waveform with cycles coloured by class + fbank, boundaries on both) and an Audio player of one recording."
-    from IPython.display import Audio
+def recording_title(r: pd.Series) -> str:
+    "One line on a row of `index.recordings`: stem, patient and diagnosis, chest location, mode, device, sample rates."
+    diag = r['diagnosis'] if isinstance(r['diagnosis'], str) else 'diagnosis unknown'
+    sr = f'{r["sample_rate"] / 1000:g} kHz' if pd.notna(r['sample_rate']) else 'rate unknown'
+    split = r['split'] if isinstance(r['split'], str) else 'no split'
+    return (f'{r["stem"]}: patient {r["patient"]} ({diag}), {LOCATIONS.get(r["location"], r["location"])}, '
+            f'{MODES.get(r["mode"], r["mode"])}, {r["device"]}, {sr} → {SAMPLE_RATE // 1000} kHz, {split}')
+
+@dataclass
+class RecordingData:
+    "What a view of one recording needs: its index row, its cycles, the 16 kHz faded wave and its fbank."
+    row: pd.Series
+    cycles: pd.DataFrame  # this recording's cycles in time order; column `n` numbers them 1, 2, ... (annotation line)
+    wave: np.ndarray  # (L,) at `sample_rate`
+    feat: np.ndarray | None  # (frames, 128) normalised fbank, None unless sample_rate is 16 kHz
+    sample_rate: int = SAMPLE_RATE
+
+    def cycle(self, n: int) -> pd.Series:
+        "Cycle number `n` (1-based, as drawn)."
+        if not 1 <= n <= len(self.cycles):
+            raise IndexError(f'{self.row["stem"]} has cycles 1..{len(self.cycles)}, not {n}')
+        return self.cycles.iloc[n - 1]
+
+    def cycle_samples(self, n: int) -> np.ndarray:
+        "The 16 kHz samples of cycle `n` alone (no padding), sliced as the pipeline slices it."
+        c = self.cycle(n)
+        i0, i1 = cycle_bounds(c['start'], c['end'], len(self.wave), self.sample_rate)
+        return self.wave[i0:i1]
+
+def load_recording_data(index: ICBHIIndex, stem: str, sample_rate: int = SAMPLE_RATE) -> RecordingData:
+    "Read one recording of `index` (resampled, faded) and compute its fbank: a `RecordingData`."
     rec = index.recordings.set_index('stem')
     if stem not in rec.index: raise KeyError(f'no recording {stem!r} in the index of {index.data_dir}')
-    r = rec.loc[stem]
+    r = rec.loc[stem].copy()
+    r['stem'] = stem
     if r['wav'] is None or pd.isna(r['wav']): raise ValueError(f'recording {stem!r} has no audio file ({r["txt"]})')
     wave = load_recording(r['wav'], sample_rate)  # (L,) faded, at sample_rate
-    x = wave.numpy()
-    feat = fbank(wave)[0].numpy() if sample_rate == SAMPLE_RATE else None  # (frames, 128)
-    cyc = index.cycles[index.cycles['stem'] == stem]
-    fig = Figure(figsize=(11, 4.4))
-    ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1.2))
-    t = np.arange(len(x)) / sample_rate
-    ax.plot(t, x, lw=0.3, color='0.3', zorder=1)
+    feat = fbank(wave)[0].numpy() if sample_rate == SAMPLE_RATE else None
+    cyc = index.cycles[index.cycles['stem'] == stem].sort_values('start').reset_index(drop=True)
+    cyc.insert(0, 'n', np.arange(1, len(cyc) + 1))
+    return RecordingData(r, cyc, wave.numpy(), feat, sample_rate)
+
+def _envelope(x: np.ndarray, i0: int, i1: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    "Sample positions and values of x[i0:i1], reduced to a min/max envelope of `n` buckets when longer than 2n."
+    i0, i1 = max(i0, 0), min(i1, len(x))
+    if i1 - i0 <= 2 * n: return np.arange(i0, i1), x[i0:i1]
+    edges = np.linspace(i0, i1, n + 1).astype(int)
+    seg = x[i0:i1]  # reduceat's last bucket runs to the end of its array: cut the array at i1 first
+    lo, hi = np.minimum.reduceat(seg, edges[:-1] - i0), np.maximum.reduceat(seg, edges[:-1] - i0)
+    pos = np.repeat(edges[:-1], 2)
+    return pos, np.stack([lo, hi], 1).ravel()
+
+def draw_recording(data: RecordingData, cycle: int | None = None, width: int = 1100, height: int = 480,
+                   dpi: int = 100) -> Figure:
+    "Waveform with numbered, labelled cycles over the fbank (Hz axis, colorbar); zoomed on `cycle` (1-based) if given."
+    x, sr, cyc, r = data.wave, data.sample_rate, data.cycles, data.row
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    # margins in pixels, so the text keeps its size whatever the width
+    gs = fig.add_gridspec(2, 2, width_ratios=(1, 0.012), height_ratios=(1, 1.25), hspace=0.06, wspace=0.01,
+                          left=62 / width, right=1 - 150 / width, top=1 - 40 / height, bottom=44 / height)
+    ax = fig.add_subplot(gs[0, 0])
+    ax2 = fig.add_subplot(gs[1, 0], sharex=ax)
+    cax = fig.add_subplot(gs[1, 1])
+    t_end = len(x) / sr
+    if cycle is None: x0, x1 = 0.0, t_end
+    else:
+        c = data.cycle(cycle)
+        pad = 0.15 * (c['end'] - c['start']) + 0.1
+        x0, x1 = max(0.0, c['start'] - pad), min(t_end, c['end'] + pad)
+    pos, val = _envelope(x, int(x0 * sr), int(np.ceil(x1 * sr)) + 1, 2 * width)
+    ax.plot(pos / sr, val, lw=0.4, color='0.25', zorder=1)
+    px_per_s = width * (1 - 212 / width) / (x1 - x0)  # axes width in pixels over the visible seconds
+    lab = blended_transform_factory(ax.transData, ax.transAxes)
     for c in cyc.itertuples():
-        ax.axvspan(c.start, c.end, color=CLASS_COLORS[c.label], alpha=0.35, lw=0, zorder=0, gid='cycle')
+        sel = cycle is None or c.n == cycle
+        ax.axvspan(c.start, c.end, color=CLASS_COLORS[c.label], alpha=0.35 if sel else 0.12, lw=0, zorder=0,
+                   gid='cycle')
         for b in (c.start, c.end):
-            ax.axvline(b, color='k', lw=0.6, gid='boundary')
+            ax.axvline(b, color='k', lw=1.0 if cycle == c.n else 0.5, gid='boundary')
             ax2.axvline(b, color='w', lw=0.6, ls='--', gid='boundary')
-    ax.set_xlim(0, len(x) / sample_rate)
-    ax.set(ylabel='amplitude', title=f'{stem}: {r["device"]}, {r["split"]}, {len(cyc)} cycles, '
-                                    f'{int(r["sample_rate"])} Hz → {sample_rate // 1000} kHz')
-    ax.legend(handles=class_legend(0.35), loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    if feat is not None: _imshow_fbank(ax2, feat)
-    ax2.set(xlabel='time (s)', ylabel='mel bin')
-    fig.tight_layout()
-    return fig, Audio(x, rate=sample_rate)
+        if not x0 <= (c.start + c.end) / 2 <= x1: continue  # label only the cycles centred in view
+        wide = (c.end - c.start) * px_per_s
+        text = f'{c.n}\n{CLASSES[c.label]}' if wide > 48 else f'{c.n}'
+        ax.text((c.start + c.end) / 2, 0.97, text, transform=lab, ha='center', va='top', fontsize=7.5,
+                color=CLASS_COLORS[c.label], fontweight='bold', clip_on=True, gid='cycle-label')
+    present = sorted(set(cyc['label']))
+    ax.legend(handles=[Patch(color=CLASS_COLORS[k], alpha=0.5, label=f'{CLASSES[k]} ({int((cyc.label == k).sum())})')
+                       for k in present], loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+              title='cycles', title_fontsize=8)
+    vis = val[(pos >= x0 * sr) & (pos <= x1 * sr)] if len(val) else val
+    m = float(np.abs(vis).max()) if len(vis) else 1.0
+    ax.set_ylim(-1.2 * m - 1e-6, 1.35 * m + 1e-6)  # room above for the cycle labels
+    ax.set_ylabel('amplitude')
+    ax.tick_params(labelbottom=False)
+    title = recording_title(r)
+    if cycle is not None:
+        c = data.cycle(cycle)
+        title += f'  |  cycle {cycle}: {CLASSES[c["label"]]}, {c["start"]:.2f}–{c["end"]:.2f} s'
+    ax.set_title(title, fontsize=9, loc='left')
+    if data.feat is not None:
+        im = ax2.imshow(data.feat.T, origin='lower', aspect='auto', cmap='magma', interpolation='nearest',
+                        extent=(0, data.feat.shape[0] / 100, 0, data.feat.shape[1]))
+        fig.colorbar(im, cax=cax, label='log-mel (normalised)')
+        hz_axis(ax2, data.feat.shape[1])
+        nyq = float(r['sample_rate']) / 2 if pd.notna(r['sample_rate']) else None
+        if nyq is not None and nyq < MEL_HIGH:  # a low native rate leaves the upper bins empty
+            ax2.axhline(mel_bin_of_hz(nyq, data.feat.shape[1]), color='c', lw=0.8, ls=':')
+            ax2.text(1.0, mel_bin_of_hz(nyq, data.feat.shape[1]), f' native Nyquist {nyq / 1000:g} kHz',
+                     transform=blended_transform_factory(ax2.transAxes, ax2.transData), color='c', fontsize=7,
+                     ha='right', va='bottom')
+    else: cax.set_axis_off()
+    ax.set_xlim(x0, x1)
+    ax2.set_xlabel('time (s)')
+    return fig
+
+def recording_view(index: ICBHIIndex, stem: str, cycle: int | None = None, sample_rate: int = SAMPLE_RATE,
+                   width: int = 1100, dpi: int = 100):
+    "Figure (`draw_recording`) and an Audio player of one recording (of cycle `cycle` alone if given)."
+    from IPython.display import Audio
+    data = load_recording_data(index, stem, sample_rate)
+    x = data.wave if cycle is None else data.cycle_samples(cycle)
+    return draw_recording(data, cycle, width=width, dpi=dpi), Audio(x, rate=sample_rate)
 
 # %% ../nbs/04_explore.ipynb #b5fc441e
+ALL = '(all)'  # the filter value that keeps every recording
+
 class RecordingBrowser:
-    "Dropdown of recordings -> `recording_view`: the figure as an Image widget, the 16 kHz sound as an Audio widget."
-    def __init__(self, index: ICBHIIndex, stem: str | None = None, audio: bool = True, dpi: int = 80):
-        import ipywidgets as widgets
+    "Filter, page and zoom through an index's recordings: the figure as an Image, the recording and one cycle as Audio."
+    FILTERS = ('split', 'device', 'diagnosis', 'label')
+
+    def __init__(self, index: ICBHIIndex, stem: str | None = None, audio: bool = True, width: int = 1000,
+                 dpi: int = 100, scale: int = 2, cache: int = 8):
+        import ipywidgets as W
         rec = index.recordings[index.recordings['wav'].notna()]
         if not len(rec): raise ValueError(f'no recording with audio in the index of {index.data_dir}')
         if stem is not None and stem not in set(rec['stem']): raise KeyError(f'no recording {stem!r} with audio')
-        self.index, self.audio, self.dpi, self.figure = index, audio, dpi, None
-        opts = [(f'{r.stem}  ({r.split}, {r.n_cycles} cycles)', r.stem) for r in rec.itertuples()]
-        self.dropdown = widgets.Dropdown(options=opts, value=stem or opts[0][1], description='recording',
-                                         layout=widgets.Layout(width='520px'))
-        # plain value widgets, no Output area: output capture of big displays can stall nbclient/papermill
-        self.image = widgets.Image(format='png')
-        self.player = widgets.Audio(format='wav', autoplay=False, loop=False)
-        self.widget = widgets.VBox([self.dropdown, self.image] + ([self.player] if audio else []))
-        self.dropdown.observe(lambda change: self.render(change['new']), names='value')
-        self.render()
+        self.index, self.audio, self.width, self.dpi, self.scale, self._cache_size = index, audio, width, dpi, scale, cache
+        self.recordings = rec.set_index('stem', drop=False)
+        self._labels = index.cycles.groupby('stem')['label'].agg(lambda s: set(s.tolist()))
+        self.filters = dict.fromkeys(self.FILTERS)
+        self.stems = list(rec['stem'])
+        self.stem = self.cycle = self.data = self.figure = None
+        self._cache, self._quiet, self.seconds = {}, False, 0.0
+        # widgets: filters, recording + previous/next, cycle, status, figure, players
+        def choice(name, values, width='170px'):
+            return W.Dropdown(options=[(ALL, ALL)] + list(values), value=ALL, description=name,
+                              layout=W.Layout(width=width), style={'description_width': 'initial'})
+        self.w_filters = dict(
+            split=choice('split', [(s, s) for s in sorted(set(rec['split'].dropna()))]),
+            device=choice('device', [(d, d) for d in _devices(rec)]),
+            diagnosis=choice('diagnosis', [(d, d) for d in sorted(set(rec['diagnosis'].dropna()))], '210px'),
+            label=choice('class present', [(n, k) for k, n in enumerate(CLASSES)], '210px'))
+        self.dropdown = W.Dropdown(description='recording', layout=W.Layout(width='500px'))
+        self.prev_button = W.Button(description='◀ previous', layout=W.Layout(width='110px'))
+        self.next_button = W.Button(description='next ▶', layout=W.Layout(width='110px'))
+        self.count = W.HTML()
+        self.cycle_dropdown = W.Dropdown(description='cycle', layout=W.Layout(width='360px'))
+        self.status = W.HTML()
+        self.image = W.Image(format='png', layout=W.Layout(width=f'{width}px', height='auto'))
+        self.player = W.Audio(format='wav', autoplay=False, loop=False, layout=W.Layout(width='340px'))
+        self.cycle_player = W.Audio(format='wav', autoplay=False, loop=False, layout=W.Layout(width='340px'))
+        self.cycle_label = W.HTML()
+        players = [W.HTML('recording'), self.player, self.cycle_label, self.cycle_player] if audio else []
+        self.widget = W.VBox([W.HBox(list(self.w_filters.values())),
+                              W.HBox([self.dropdown, self.prev_button, self.next_button, self.count]),
+                              W.HBox([self.cycle_dropdown, self.status]), self.image, W.HBox(players)])
+        for k, w in self.w_filters.items():
+            w.observe(lambda ch, k=k: self._event(self.filter, **{k: None if ch['new'] == ALL else ch['new']}),
+                      names='value')
+        self.dropdown.observe(lambda ch: ch['new'] is not None and self._event(self.select, ch['new']), names='value')
+        self.cycle_dropdown.observe(lambda ch: self._event(self.zoom, ch['new'] or None), names='value')
+        self.prev_button.on_click(lambda _: self._event(self.prev))
+        self.next_button.on_click(lambda _: self._event(self.next))
+        self._set_options()
+        self.select(stem or self.stems[0])
 
-    def render(self, stem: str | None = None) -> Figure:
-        "Draw `stem` (default: the selected one) into the widget; returns its Figure."
-        import io
-        fig, player = recording_view(self.index, stem or self.dropdown.value)
+    # --- state: every method sets it, redraws and returns the Figure ---
+    def matching(self, split=None, device=None, diagnosis=None, label=None) -> list[str]:
+        "Stems of the recordings (with audio) of `split`, `device`, `diagnosis` with a cycle of class `label`; None: any."
+        r = self.recordings
+        keep = np.ones(len(r), bool)
+        for col, v in (('split', split), ('device', device), ('diagnosis', diagnosis)):
+            if v is not None: keep &= (r[col] == v).to_numpy()
+        if label is not None: keep &= np.array([label in self._labels.get(s, ()) for s in r['stem']])
+        return list(r['stem'][keep])
+
+    def filter(self, **filters) -> list[str]:
+        "Change some filters (`split`, `device`, `diagnosis`, `label`; None: any); returns the matching stems."
+        bad = set(filters) - set(self.FILTERS)
+        if bad: raise TypeError(f'unknown filter {sorted(bad)}; expected some of {", ".join(self.FILTERS)}')
+        for k, v in filters.items():
+            known = [o for _, o in self.w_filters[k].options if o != ALL]
+            if v is not None and v not in known:
+                raise ValueError(f'{k}={v!r} is not in this data; expected None (any) or one of {known}')
+        self.filters.update(filters)
+        self.stems = self.matching(**self.filters)
+        self._set_options()
+        if self.stems and self.stem not in self.stems: self.select(self.stems[0])
+        elif not self.stems: self.status.value = '<b style="color:#c44e52">no recording matches these filters</b>'
+        return self.stems
+
+    def select(self, stem: str, cycle: int | None = None) -> Figure:
+        "Show recording `stem` (whole, or zoomed on `cycle`)."
+        if stem not in self.recordings.index: raise KeyError(f'no recording {stem!r} with audio in {self.index.data_dir}')
+        self._busy(f'loading {stem}')
+        if stem not in self._cache:
+            if len(self._cache) >= self._cache_size: self._cache.pop(next(iter(self._cache)))
+            self._cache[stem] = load_recording_data(self.index, stem)
+        self.stem, self.data, self.cycle = stem, self._cache[stem], None
+        self._set_options()
+        if self.audio: self.player.value = self._wav(self.data.wave)
+        return self.zoom(cycle)
+
+    def move(self, step: int) -> Figure:
+        "Show the recording `step` places further in the filtered list (clamped to its ends)."
+        if not self.stems: return self.figure
+        i = self.stems.index(self.stem) + step if self.stem in self.stems else 0
+        return self.select(self.stems[min(max(i, 0), len(self.stems) - 1)])
+
+    def next(self) -> Figure: return self.move(1)
+    def prev(self) -> Figure: return self.move(-1)
+
+    def zoom(self, cycle: int | None = None) -> Figure:
+        "Zoom on cycle `cycle` (1-based, as drawn) and load it alone into the cycle player; None: the whole recording."
+        if cycle is not None: self.data.cycle(cycle)  # IndexError if it does not exist
+        self.cycle = cycle
+        self._set_options()
+        if self.audio:
+            self.cycle_player.value = self._wav(self.data.cycle_samples(cycle)) if cycle is not None else b''
+            self.cycle_label.value = f'cycle {cycle}' if cycle is not None else 'cycle (pick one)'
+        return self.render()
+
+    def cycle_audio(self, cycle: int) -> bytes:
+        "WAV bytes (16-bit, 16 kHz) of cycle `cycle` of the shown recording, alone."
+        return self._wav(self.data.cycle_samples(cycle))
+
+    def render(self) -> Figure:
+        "Draw the shown recording at the widget's width (PNG at `scale`× for sharp high-density screens)."
+        import io, time
+        t0 = time.perf_counter()
+        self._busy(f'drawing {self.stem}' + (f', cycle {self.cycle}' if self.cycle else ''))
+        fig = draw_recording(self.data, self.cycle, width=self.width, dpi=self.dpi)
         buf = io.BytesIO()
-        fig.savefig(buf, format='png', dpi=self.dpi)
+        fig.savefig(buf, format='png', dpi=self.dpi * self.scale)
         self.image.value = buf.getvalue()
-        if self.audio: self.player.value = player.data  # wav bytes of the 16 kHz waveform
-        self.figure = fig
+        self.figure, self.seconds = fig, time.perf_counter() - t0
+        what = self.stem + (f', cycle {self.cycle}' if self.cycle else '')
+        self.status.value = f'<span style="color:#55a868">✔ {what}</span> drawn in {self.seconds:.2f} s'
         return fig
+
+    # --- widget plumbing ---
+    def _wav(self, x: np.ndarray) -> bytes:
+        from IPython.display import Audio
+        return Audio(x, rate=self.data.sample_rate).data
+
+    def _busy(self, what: str):
+        self.status.value = f'<span style="color:#dd8452">⏳ {what}…</span>'
+
+    def _event(self, f, *args, **kw):
+        if self._quiet: return
+        try: f(*args, **kw)
+        except Exception as e: self.status.value = f'<b style="color:#c44e52">{type(e).__name__}: {e}</b>'
+
+    def _set_options(self):
+        "Bring the widgets in line with the state, without firing their callbacks."
+        self._quiet = True
+        try:
+            r = self.recordings
+            self.dropdown.options = [(f'{s}  ({r.at[s, "diagnosis"]}, {r.at[s, "split"]}, {r.at[s, "n_cycles"]} cycles)', s)
+                                     for s in self.stems]
+            self.dropdown.value = self.stem if self.stem in self.stems else None
+            i = self.stems.index(self.stem) if self.stem in self.stems else -1
+            self.prev_button.disabled, self.next_button.disabled = i <= 0, i < 0 or i >= len(self.stems) - 1
+            self.count.value = f'{i + 1 if i >= 0 else "–"} of {len(self.stems)} (of {len(r)})'
+            for k, w in self.w_filters.items(): w.value = ALL if self.filters[k] is None else self.filters[k]
+            if self.data is not None:
+                c = self.data.cycles
+                self.cycle_dropdown.options = [('whole recording', 0)] + [
+                    (f'{x.n}: {CLASSES[x.label]}, {x.start:.2f}–{x.end:.2f} s', int(x.n)) for x in c.itertuples()]
+                self.cycle_dropdown.value = self.cycle or 0
+        finally: self._quiet = False
 
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
 
-def recording_browser(index: ICBHIIndex, stem: str | None = None, audio: bool = True) -> RecordingBrowser:
+def recording_browser(index: ICBHIIndex, stem: str | None = None, audio: bool = True, **kw) -> RecordingBrowser:
     "A `RecordingBrowser` of `index` (display it, or its `.widget`, in a notebook)."
-    return RecordingBrowser(index, stem, audio)
+    return RecordingBrowser(index, stem, audio, **kw)

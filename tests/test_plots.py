@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from patchmix_nb.icbhi import CLASSES, CLASS_COLORS, load_index
+from matplotlib.colors import to_rgb
+from patchmix_nb.icbhi import CLASSES, CLASS_COLORS, LOCATIONS, MODES, load_index
 from patchmix_nb.synthetic import make_synthetic
 from patchmix_nb.plots import (duration_extremes, pick_class_examples, plot_class_examples, plot_device_balance,
                                plot_duration_histogram, plot_sample_rates, recording_browser, recording_view,
-                               sample_rate_table)
+                               sample_rate_table, mel_bin_of_hz, load_recording_data)
 
 ICBHI = Path(os.environ.get('PATCHMIX_ICBHI') or Path(__file__).resolve().parents[2]/'shared'/'icbhi')
 NBS = Path(__file__).resolve().parents[1]/'nbs'
@@ -67,40 +68,113 @@ def test_class_examples(index):
     present = sorted(set(index.cycles.label))
     assert ex.label.tolist() == present
     fig = plot_class_examples(index, ex)
-    assert len(fig.axes) == 2 * len(CLASSES)
-    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 2 * len(CLASSES) + 1  # + the colorbar
+    assert fig.axes[-1].get_ylabel() == 'log-mel (normalised)'
+    drawn = [ax for ax in fig.axes[:-1] if ax.images]
     assert len(drawn) == len(present)
     assert all(ax.images[0].get_array().shape == (128, 798) for ax in drawn)  # (mel, frames) of an 8 s clip
 
 
-def test_recording_view_and_browser(index):
+def test_recording_view(index):
     rec = index.recordings
     stem = rec.sort_values('n_cycles').stem.iloc[-1]
-    cyc = index.cycles[index.cycles.stem == stem]
+    cyc = index.cycles[index.cycles.stem == stem].sort_values('start')
     fig, audio = recording_view(index, stem)
-    wave_ax = fig.axes[0]
+    wave_ax, spec_ax = fig.axes[:2]
     xs = sorted(l.get_xdata()[0] for l in wave_ax.lines if l.get_gid() == 'boundary')
     np.testing.assert_allclose(xs, sorted([*cyc.start, *cyc.end]))
     spans = [p for p in wave_ax.patches if p.get_gid() == 'cycle']
     assert len(spans) == len(cyc)
+    assert [p.get_facecolor()[:3] for p in spans] == [pytest.approx(to_rgb(CLASS_COLORS[y])) for y in cyc.label]
+    labels = [t.get_text() for t in wave_ax.texts if t.get_gid() == 'cycle-label']
+    assert [l.split('\n')[0] for l in labels] == [str(n) for n in range(1, len(cyc) + 1)]  # numbered in time order
+    legend = [t.get_text().split(' (')[0] for t in wave_ax.get_legend().get_texts()]
+    assert legend == [CLASSES[k] for k in sorted(set(cyc.label))]  # present classes only
+    r = rec.set_index('stem').loc[stem]
+    title = wave_ax.get_title(loc='left')
+    for part in (f'patient {r.patient}', f'({r.diagnosis})', LOCATIONS[r['location']], MODES[r['mode']], r.device,
+                 f'{r.sample_rate / 1000:g} kHz → 16 kHz'):
+        assert part in title, (part, title)
+    assert spec_ax.get_ylabel() == 'frequency (Hz)' and spec_ax.images
+    assert fig.axes[2].get_ylabel() == 'log-mel (normalised)'  # the colorbar
+    assert fig.get_size_inches() * fig.dpi == pytest.approx((1100, 480))  # recording_view's default width  # laid out at display size
     assert audio.data[:4] == b'RIFF' and int.from_bytes(audio.data[24:28], 'little') == 16000  # wav at 16 kHz
     with pytest.raises(KeyError, match='nope'): recording_view(index, 'nope')
+    # one cycle: zoomed, and its audio is the cycle alone
+    fig3, audio3 = recording_view(index, stem, cycle=3)
+    c = cyc.iloc[2]
+    lo, hi = fig3.axes[0].get_xlim()
+    assert lo <= c.start and c.end <= hi and hi - lo < 0.5 * r.duration
+    assert (len(audio3.data) - 44) // 2 == int(c.end * 16000) - int(c.start * 16000)
+    with pytest.raises(IndexError, match=f'cycles 1..{len(cyc)}'): recording_view(index, stem, cycle=len(cyc) + 1)
+    # the zoomed waveform's y range fits the samples in view (a louder part elsewhere does not flatten it)
+    x = load_recording_data(index, stem).wave
+    seen = np.abs(x[int(lo * 16000):int(np.ceil(hi * 16000)) + 1]).max()
+    ylo, yhi = fig3.axes[0].get_ylim()
+    assert ylo == pytest.approx(-1.2 * seen, rel=1e-3) and yhi == pytest.approx(1.35 * seen, rel=1e-3)
+    line = fig3.axes[0].lines[0]  # the (envelope of the) waveform
+    assert np.abs(line.get_ydata()).max() == pytest.approx(seen, rel=1e-6)
 
-    b = recording_browser(index)
-    assert b.dropdown.value == rec.stem.iloc[0] and len(b.dropdown.options) == len(rec)
-    assert b.image.value[:4] == b'\x89PNG' and b.player.value[:4] == b'RIFF'
-    b.dropdown.value = stem  # selecting a recording re-renders it
-    fig = b.figure
-    assert stem in fig.axes[0].get_title()
-    xs = sorted(l.get_xdata()[0] for l in fig.axes[0].lines if l.get_gid() == 'boundary')
-    np.testing.assert_allclose(xs, sorted([*cyc.start, *cyc.end]))
-    colors = [p.get_facecolor()[:3] for p in fig.axes[0].patches if p.get_gid() == 'cycle']
-    from matplotlib.colors import to_rgb
-    assert colors == [pytest.approx(to_rgb(CLASS_COLORS[y])) for y in cyc.label]
-    other = rec.stem.iloc[0]
-    f2 = b.render(other)
-    n2 = int((index.cycles.stem == other).sum())
-    assert sum(l.get_gid() == 'boundary' for l in f2.axes[0].lines) == 2 * n2
+
+def test_mel_hz_axis():
+    import torchaudio
+    _, centres = torchaudio.compliance.kaldi.get_mel_banks(128, 512, 16000.0, 20.0, 0.0, 100.0, -500.0, 1.0)
+    np.testing.assert_allclose(mel_bin_of_hz(centres.numpy().ravel()), np.arange(128) + 0.5, atol=1e-3)
+
+
+def test_browser(index):
+    rec = index.recordings
+    b = recording_browser(index, width=800)
+    assert b.stem == rec.stem.iloc[0] and b.dropdown.value == b.stem and len(b.dropdown.options) == len(rec)
+    assert b.image.value[:4] == b'\x89PNG' and b.player.value[:4] == b'RIFF' and b.cycle_player.value == b''
+    w, h = int.from_bytes(b.image.value[16:20], 'big'), int.from_bytes(b.image.value[20:24], 'big')
+    assert (w, h) == (1600, 960) and b.image.layout.width == '800px'  # 2x pixels, shown at its width
+    assert b.status.value.count('drawn in') == 1
+    # filters narrow the list, to exactly the recordings that match
+    split = b.filter(split='test')
+    assert split == list(rec.stem[rec.split == 'test']) and 0 < len(split) < len(rec)
+    assert [v for _, v in b.dropdown.options] == split and b.stem == split[0] and b.prev_button.disabled
+    both = b.filter(label=3)  # 'both' present, still in the test split
+    want = [s for s in split if (index.cycles.label[index.cycles.stem == s] == 3).any()]
+    assert both == want and len(both) < len(split)
+    b.filter(label=None)
+    labels = index.cycles.groupby('stem').label.agg(set)
+    empty = [(d, k) for d in set(rec.device) for k in range(4)
+             if not any(k in labels[s] for s in rec.stem[(rec.device == d) & (rec.split == 'test')])]
+    assert empty  # the tiny set lacks some class on some device
+    assert b.filter(device=empty[0][0], label=empty[0][1]) == [] and 'no recording matches' in b.status.value
+    assert b.filter(device=None, label=None) == split
+    with pytest.raises(TypeError, match='unknown filter'): b.filter(colour='red')
+    b.w_filters['split'].value = 'train'  # the filter widgets call filter()
+    assert b.stems == list(rec.stem[rec.split == 'train']) and b.filters['split'] == 'train'
+    b.w_filters['split'].value = '(all)'
+    assert b.filters['split'] is None and len(b.stems) == len(rec)
+    b.filter(split='test')
+    with pytest.raises(ValueError, match="device='nope' is not in this data"): b.filter(device='nope')
+    # previous / next move through the filtered list and stop at its ends
+    f1 = b.next()
+    assert b.stem == split[1] and split[1] in f1.axes[0].get_title(loc='left') and not b.prev_button.disabled
+    b.prev(); b.prev()
+    assert b.stem == split[0]
+    for _ in split: b.next()
+    assert b.stem == split[-1] and b.next_button.disabled
+    # the title holds the diagnosis; the widget controls call the same methods
+    b.dropdown.value = split[0]
+    r = rec.set_index('stem').loc[split[0]]
+    assert b.stem == split[0] and f'patient {r.patient} ({r.diagnosis})' in b.figure.axes[0].get_title(loc='left')
+    whole = b.figure.axes[0].get_xlim()
+    # zoom on a cycle: xlim narrows to it, the cycle player holds it alone, the recording player keeps the whole
+    player = b.player.value
+    b.cycle_dropdown.value = 2
+    c = b.data.cycle(2)
+    lo, hi = b.figure.axes[0].get_xlim()
+    assert (lo, hi) != whole and lo <= c.start and c.end <= hi
+    assert (len(b.cycle_player.value) - 44) // 2 == len(b.data.cycle_samples(2)) == int(c.end * 16000) - int(c.start * 16000)
+    assert b.cycle_audio(2) == b.cycle_player.value and b.player.value == player
+    b.cycle_dropdown.value = 0  # 'whole recording'
+    assert b.figure.axes[0].get_xlim() == pytest.approx(whole) and b.cycle_player.value == b''
+    b.next_button.click()
+    assert b.stem == split[1] and b.cycle is None and b.cycle_dropdown.value == 0
 
 
 @pytest.mark.skipif(not (ICBHI/'sample').is_dir(), reason='real ICBHI sample not available')
