@@ -274,7 +274,8 @@ def load_data(cfg: Config, progress: bool = False) -> Data:
     check_index(index, cfg.skip_bad)
     if len(index.cycles) == 0:
         raise ValueError(f"{data_dir}: no usable cycles. {index.summary()}")
-    cache = build_cache(index, cache_root(cfg), duration=cfg.duration, pad=cfg.pad, progress=progress)
+    cache = build_cache(index, cache_root(cfg), duration=cfg.duration, pad=cfg.pad, progress=progress,
+                        missing='skip' if cfg.skip_bad else 'error')
     split = split_cycles(index, test_fold=cfg.test_fold if cfg.test_fold == 'official' else int(cfg.test_fold),
                          val_fraction=cfg.val_fraction, seed=cfg.split_seed)
     key = pd.MultiIndex.from_frame(index.cycles[['stem', 'cycle']])
@@ -927,22 +928,15 @@ def evaluate_run(ckpt, data_dir: str | None = None, split: str = 'test', device:
 # %% ../nbs/09_train.ipynb #c27722ba
 def predict_recording(ckpt, wav, txt=None, device: str = 'cpu') -> pd.DataFrame:
     "Per-cycle predictions for one recording: cycles from `txt` (checked against the audio), else windows of the clip length."
-    from patchmix_nb.icbhi import Cycle, END_TOLERANCE, read_annotation
-    from patchmix_nb.audio import load_cycles, read_wav
+    from patchmix_nb.icbhi import Cycle, check_recording
+    from patchmix_nb.audio import load_cycles
     from patchmix_nb.features import fbank
     cfg, parts = load_run(ckpt, device)
-    wave, sr = read_wav(wav)
-    total = len(wave) / sr
-    if txt is not None:
-        cycles = read_annotation(txt)
-        for line, c in enumerate(cycles, 1):
-            if c.end > total + END_TOLERANCE:
-                raise ICBHIError(f"{txt}:{line}: cycle ends at {c.end:.3f} s, past the end of {Path(wav).name} "
-                                 f"({total:.3f} s); expected cycles inside the recording")
-        if not cycles: raise ICBHIError(f"{txt}: no cycles; expected lines 'start end crackle wheeze'")
-    else:
-        n = max(1, math.ceil(total / cfg.duration - 1e-9))
-        cycles = [Cycle(i * cfg.duration, min((i + 1) * cfg.duration, total), 0, 0) for i in range(n)]
+    info, cycles = check_recording(wav, txt)              # every cycle must end inside the audio (file:line if not)
+    if txt is not None and not cycles: raise ICBHIError(f"{txt}: no cycles; expected lines 'start end crackle wheeze'")
+    if txt is None:
+        n = max(1, math.ceil(info.duration / cfg.duration - 1e-9))
+        cycles = [Cycle(i * cfg.duration, min((i + 1) * cfg.duration, info.duration), 0, 0) for i in range(n)]
     x = fbank(load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)   # (n, 1, T, 128)
     with torch.no_grad(), autocast(parts):
         logits = torch.cat([parts.head(parts.model(parts.scale(b.to(parts.device)))).float().cpu() for b in x.split(32)])

@@ -150,7 +150,7 @@ def test_eval_refuses_a_checkpoint_whose_config_does_not_fit(run, data, tmp_path
 def test_predict_refuses_a_cycle_past_the_end(run, data, tmp_path, capsys):
     w = sorted((data / AUDIO_DIR).glob('*.wav'))[0]
     t = tmp_path / (w.stem + '.txt'); t.write_text('0.2\t1.0\t0\t0\n1.5\t99.0\t1\t0\n')
-    refused(['predict', '--ckpt', run / 'best.pt', w, t], capsys, data, f'{t.name}:2: cycle ends at 99.000 s, past the end')
+    refused(['predict', '--ckpt', run / 'best.pt', w, t], capsys, data, f'{t.name}:2: cycle ends at 99 s, after the end of its audio')
 
 
 def test_predict_refuses_a_malformed_annotation_and_a_missing_wav(run, data, tmp_path, capsys):

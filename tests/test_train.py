@@ -288,7 +288,7 @@ def test_predict_refuses_cycles_past_the_end(tmp_path, run_dir):
     rec = d.index.recordings.iloc[0]
     txt = tmp_path / Path(rec.txt).name
     txt.write_text(f"0.5\t{rec.duration + 24:.3f}\t0\t0\n")
-    with pytest.raises(T.ICBHIError, match=rf"{txt.name}:1: cycle ends at .* past the end"):
+    with pytest.raises(T.ICBHIError, match=rf"{txt.name}:1: cycle ends at .* after the end of its audio"):
         predict_recording(run_dir[0] / 'best.pt', rec.wav, txt)
 
 
