@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from patchmix_nb.losses import (Projector, TARGET_TYPES, contrastive_logits, contrastive_targets, mix_ce_loss,
                                 patchmix_ce_loss, patchmix_contrastive_loss, positive_mask, soft_positive_matrix)
-from patchmix_nb.patchmix import patch_mix_plan
+from patchmix_nb.patchmix import PatchMixer
 
 
 def reference_loss(projection1, projection2, labels_a, lam, index, temperature=0.06, negative_pair='all'):
@@ -169,7 +169,7 @@ def _step(target_type, anchors_through_projector=True):
     x = torch.randn(B, D)
     z = enc(x)
     z.retain_grad()
-    plan = patch_mix_plan(B, D, lam=0.5, generator=torch.Generator().manual_seed(1))
+    plan = PatchMixer(lam=0.5, generator=torch.Generator().manual_seed(1))(torch.zeros(B, D, 1))[1]
     z_mix = enc(torch.where(plan.mask, x[plan.index], x))
     anchors = proj(z_mix) if anchors_through_projector else z_mix
     targets = contrastive_targets(z, proj, target_type)
