@@ -172,6 +172,7 @@ def plot_explanation(spec, rollout_px, sal, prob=None, names=CLASSES, title: str
         axs[3].set_title('p(class | x)', fontsize=9)
     if title: fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 def plot_examples(parts: Parts, data: Data, examples: pd.DataFrame):
@@ -195,6 +196,7 @@ def plot_examples(parts: Parts, data: Data, examples: pd.DataFrame):
             _overlay(a1, x[i, 0], out['rollout_px'][i], f'{outcome} | rollout\n{head}')
             _overlay(a2, x[i, 0], _smooth(out['saliency'][i]), f'{outcome} | saliency')
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 # %% ../nbs/13_hears.ipynb #626f47cf

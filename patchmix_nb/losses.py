@@ -90,6 +90,7 @@ def plot_contrastive_matrices(m: torch.Tensor, s: torch.Tensor, keep: torch.Tens
         yy, xx = np.nonzero(~keep.cpu().numpy())
         axs[2].scatter(xx, yy, marker='x', c='red', s=20)
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 # %% ../nbs/07_losses.ipynb #b8181fce

@@ -73,6 +73,7 @@ def plot_patch_mix(spec_a, spec_b, mask, lam: float, grid: Sequence[int] = (12, 
         axs[4].set_yticks(range(len(classes)), classes); axs[4].invert_yaxis(); axs[4].set_xlim(0, 1)
         axs[4].set_title('λ-mixed label weights', fontsize=9); axs[4].set_xlabel('weight')
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 def plot_spectrograms(specs: dict, suptitle: str | None = None):
@@ -84,6 +85,7 @@ def plot_spectrograms(specs: dict, suptitle: str | None = None):
     for ax, (name, s) in zip(axs[0], specs.items()): _show_spec(ax, s, name, **lim)
     if suptitle: fig.suptitle(suptitle)
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 # %% ../nbs/06_patchmix.ipynb #9ab7a043
