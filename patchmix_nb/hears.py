@@ -210,7 +210,7 @@ class HearsBrowser:
         self.outcome = W.ToggleButtons(options=['all', 'correct', 'wrong'], value=outcome)
         self.cycle = W.Dropdown(description='cycle', layout=W.Layout(width='420px'))
         self.prev, self.next = W.Button(description='◀ previous'), W.Button(description='next ▶')
-        self.status, self.out = W.HTML(), W.Output()
+        self.status, self.out, self.fig = W.HTML(), W.Output(), None
         for w in (self.cls, self.outcome): w.observe(lambda _: self._filter(), 'value')
         self.cycle.observe(lambda _: self.render(), 'value')
         self.prev.on_click(lambda _: self._step(-1)); self.next.on_click(lambda _: self._step(1))
@@ -228,6 +228,8 @@ class HearsBrowser:
         p = self.rows()
         self.cycle.options = [(f"{r.stem} #{r.cycle}: {r.true_name} → {r.pred_name} ({r.p:.2f})", int(r.row)) for r in p.itertuples()]
         self.status.value = f'{len(p)} cycles'
+        values = [v for _, v in self.cycle.options]
+        if values and self.cycle.value not in values: self.cycle.value = values[0]   # draws the first cycle
         if len(p) == 0: self.out.clear_output()
 
     def _step(self, d: int):
@@ -247,7 +249,7 @@ class HearsBrowser:
         from IPython.display import display
         if self.cycle.value is None: return
         self.status.value = 'drawing…'
-        fig = self.figure(self.cycle.value)
+        fig = self.fig = self.figure(self.cycle.value)                     # kept: the last figure drawn
         with self.out:
             self.out.clear_output(wait=True); display(fig)
         plt.close(fig)
