@@ -68,6 +68,7 @@ def plot_token_grid(spec: torch.Tensor, patch_size: int = 16, stride: tuple[int,
     az.set(xlim=(-.5, (zoom[0] - 1) * stride[1] + patch_size + 4), ylim=(-.5, (zoom[1] - 1) * stride[0] + patch_size + 4))
     az.set_title(f'zoom: patches overlap by {patch_size - stride[1]} frames / {patch_size - stride[0]} bins', fontsize=10)
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 # %% ../nbs/05_ast.ipynb #81a3b0a3
@@ -226,6 +227,7 @@ def plot_pos_embed_maps(maps: dict[str, torch.Tensor], grid: tuple[int, int], n_
             ax.set(title=f'{name}: {labels[c]}', xlabel='token time column t', ylabel='token freq row f')
             fig.colorbar(im, ax=ax)
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 # %% ../nbs/05_ast.ipynb #913d4b06

@@ -75,20 +75,22 @@ def patchmix_contrastive_loss(anchors: torch.Tensor, targets: torch.Tensor, lam:
 def plot_contrastive_matrices(m: torch.Tensor, s: torch.Tensor, keep: torch.Tensor | None = None):
     "Figure: soft targets m (B, B), similarities s (B, B), row softmax of s (masked by `keep` if given)."
     import matplotlib.pyplot as plt
+    import numpy as np
     m, s = m.detach().float().cpu(), s.detach().float().cpu()
     s_den = s if keep is None else s.masked_fill(~keep.cpu(), float('-inf'))
     p = s_den.softmax(dim=1)
     fig, axs = plt.subplots(1, 3, figsize=(12, 3.6))
-    for ax, mat, title, cmap in ((axs[0], m, 'soft targets $m_{ij}$', 'Blues'),
-                                  (axs[1], s, 'similarities $s_{ij}$ (row max removed)', 'RdBu_r'),
-                                  (axs[2], p, 'softmax$_j$ $s_{ij}$' + ('' if keep is None else ' (kept columns)'), 'Blues')):
-        im = ax.imshow(mat.numpy(), cmap=cmap, interpolation='nearest')
+    for ax, mat, title, cmap, lim in ((axs[0], m, 'soft targets $m_{ij}$', 'Blues', (0, 1)),
+                                       (axs[1], s, 'similarities $s_{ij}$ (row max removed: all ≤ 0)', 'viridis', (None, 0)),
+                                       (axs[2], p, 'softmax$_j$ $s_{ij}$' + ('' if keep is None else ' (kept columns)'), 'Blues', (0, 1))):
+        im = ax.imshow(mat.numpy(), cmap=cmap, interpolation='nearest', vmin=lim[0], vmax=lim[1])
         ax.set_title(title, fontsize=10); ax.set_xlabel('target j'); ax.set_ylabel('anchor i')
         fig.colorbar(im, ax=ax, fraction=0.046)
     if keep is not None:
         yy, xx = np.nonzero(~keep.cpu().numpy())
         axs[2].scatter(xx, yy, marker='x', c='red', s=20)
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 # %% ../nbs/07_losses.ipynb #b8181fce

@@ -11,99 +11,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['MODES', 'sample_lam', 'PatchMixInfo', 'patch_mix_plan', 'apply_patch_mix', 'patch_mix', 'mix_labels', 'PatchMixer',
-           'spectrogram_to_patches', 'patches_to_spectrogram', 'token_mask_to_pixels', 'plot_patch_mix',
-           'plot_spectrograms', 'mixup', 'cutmix_box', 'cutmix']
-
-# %% ../nbs/06_patchmix.ipynb #9ab7a043
-def _gen_device(generator: torch.Generator | None) -> torch.device:
-    "Device on which `generator` draws (CPU for torch's global RNG)."
-    return generator.device if generator is not None else torch.device('cpu')
-
-def _randperm(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    "randperm(n) drawn from `generator`, moved to `device`."
-    return torch.randperm(n, generator=generator, device=_gen_device(generator)).to(device)
-
-def _check_lam(lam) -> float:
-    "λ as a Python float in [0, 1], or a clear error."
-    lam = float(lam)
-    if not 0.0 <= lam <= 1.0: raise ValueError(f"lam must lie in [0, 1], got {lam}")
-    return lam
-
-def sample_lam(beta: float = 1.0, generator: torch.Generator | None = None) -> float:
-    "λ ~ Beta(β, β), deterministic given `generator`; λ = 1 when β ≤ 0."
-    if beta <= 0: return 1.0
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=_gen_device(generator)).item())
-    return float(np.random.default_rng(seed).beta(beta, beta))
-
-# %% ../nbs/06_patchmix.ipynb #1285d8df
-class PatchMixInfo(NamedTuple):
-    "What one Patch-Mix call did: corrected λ, partner permutation π and replaced-token mask."
-    lam: float            # kept fraction 1 - n/N (or 1 - n/79 in time mode)
-    index: torch.Tensor   # (B,) long: π(i), the partner of sample i
-    mask: torch.Tensor    # (N,) bool: True where the token is copied from the partner
-
-MODES = ('random', 'time')
-
-def patch_mix_plan(batch_size: int, n_tokens: int, lam: float | None = None, beta: float = 1.0,
-                   mode: str = 'random', grid: Sequence[int] = (12, 79),
-                   generator: torch.Generator | None = None, device='cpu') -> PatchMixInfo:
-    "Draw λ, π and the replaced positions M for one batch (§4), without touching any tokens."
-    if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    lam = sample_lam(beta, generator) if lam is None else _check_lam(lam)
-    index = _randperm(batch_size, generator, device)                      # (B,)
-    mask = torch.zeros(n_tokens, dtype=torch.bool, device=device)         # (N,)
-    if mode == 'random':
-        n = int(n_tokens * (1. - lam))                                     # n = ⌊N(1-λ)⌋
-        mask[_randperm(n_tokens, generator, device)[:n]] = True
-        lam = 1. - n / n_tokens
-    else:
-        n_f, n_t = grid
-        if n_f * n_t != n_tokens:
-            raise ValueError(f"time mode: {n_tokens} tokens do not form the {n_f}x{n_t} grid {tuple(grid)}")
-        n = int(n_t * (1. - lam))                                          # n = ⌊79(1-λ)⌋ time columns
-        mask.view(n_f, n_t)[:, _randperm(n_t, generator, device)[:n]] = True
-        lam = 1. - n / n_t
-    return PatchMixInfo(float(lam), index, mask)
-
-def apply_patch_mix(tokens: torch.Tensor, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    "Out-of-place mix: mixed[i, M] = tokens[π(i), M], all other tokens unchanged."
-    if tokens.ndim != 3: raise ValueError(f"tokens must be (B, N, D), got shape {tuple(tokens.shape)}")
-    if mask.shape != tokens.shape[1:2]:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected ({tokens.shape[1]},)")
-    return torch.where(mask.view(1, -1, 1), tokens[index], tokens)        # (B, N, D)
-
-# %% ../nbs/06_patchmix.ipynb #d6e80bbe
-def patch_mix(tokens: torch.Tensor, lam: float | None = None, beta: float = 1.0, mode: str = 'random',
-              grid: Sequence[int] = (12, 79), generator: torch.Generator | None = None
-              ) -> tuple[torch.Tensor, float, torch.Tensor]:
-    "Patch-Mix (§4) of patch tokens (B, N, D) → (mixed tokens, corrected λ, partner index π)."
-    if tokens.ndim != 3: raise ValueError(f"tokens must be (B, N, D), got shape {tuple(tokens.shape)}")
-    B, N, _ = tokens.shape
-    info = patch_mix_plan(B, N, lam, beta, mode, grid, generator, tokens.device)
-    return apply_patch_mix(tokens, info.index, info.mask), info.lam, info.index
-
-def mix_labels(y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "Labels of the two mixed samples: y_a = y, y_b = y[π]."
-    return y, y[index]
-
-# %% ../nbs/06_patchmix.ipynb #dccdd92a
-class PatchMixer:
-    "Callable for the model forward: mixes tokens (B, N, D), returns (mixed, PatchMixInfo), keeps `.info`."
-    def __init__(self, beta: float = 1.0, mode: str = 'random', grid: Sequence[int] = (12, 79),
-                 generator: torch.Generator | None = None, lam: float | None = None):
-        if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.beta, self.mode, self.grid, self.generator, self.lam = beta, mode, tuple(grid), generator, lam
-        self.info: PatchMixInfo | None = None
-
-    def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, PatchMixInfo]:
-        if tokens.ndim != 3: raise ValueError(f"tokens must be (B, N, D), got shape {tuple(tokens.shape)}")
-        B, N, _ = tokens.shape
-        self.info = patch_mix_plan(B, N, self.lam, self.beta, self.mode, self.grid, self.generator, tokens.device)
-        return apply_patch_mix(tokens, self.info.index, self.info.mask), self.info
-
-    def __repr__(self):
-        return f"PatchMixer(beta={self.beta}, mode={self.mode!r}, grid={self.grid}, lam={self.lam})"
+__all__ = ['MODES', 'spectrogram_to_patches', 'patches_to_spectrogram', 'token_mask_to_pixels', 'plot_patch_mix',
+           'plot_spectrograms', 'sample_lam', 'PatchMixInfo', 'PatchMixer', 'mixup', 'cutmix_box', 'cutmix']
 
 # %% ../nbs/06_patchmix.ipynb #f0a49510
 def spectrogram_to_patches(spec: torch.Tensor, patch: int = 16, stride: int = 10) -> torch.Tensor:
@@ -138,15 +47,17 @@ def _show_spec(ax, spec, title, vmin=None, vmax=None):
     ax.set_title(title, fontsize=9); ax.set_xlabel('frame'); ax.set_ylabel('mel bin')
 
 def plot_patch_mix(spec_a, spec_b, mask, lam: float, grid: Sequence[int] = (12, 79), mixed=None,
-                   names: Sequence[str] = ('x_i', 'x_π(i)')):
-    "Figure: the two spectrograms (T, F), the token mask on the grid, and the mixed spectrogram (partner tinted)."
+                   names: Sequence[str] = ('a = x_i', 'b = x_π(i)'), labels: tuple[int, int] | None = None,
+                   classes: Sequence[str] = ('normal', 'crackle', 'wheeze', 'both')):
+    "Figure: cycles a and b (T, F), the token mask, the mixed cycle (partner tinted) and, given `labels`, λ·e_a + (1-λ)·e_b."
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     spec_a, spec_b = torch.as_tensor(spec_a).float(), torch.as_tensor(spec_b).float()
     pix = token_mask_to_pixels(torch.as_tensor(mask), tuple(spec_a.shape), grid)
     if mixed is None: mixed = torch.where(pix, spec_b, spec_a)
     lim = dict(vmin=float(torch.minimum(spec_a.min(), spec_b.min())), vmax=float(torch.maximum(spec_a.max(), spec_b.max())))
-    fig, axs = plt.subplots(1, 4, figsize=(15, 3.2), width_ratios=(1, 1, 1.1, 1))
+    n = 5 if labels is not None else 4
+    fig, axs = plt.subplots(1, n, figsize=(3.8 * n, 3.2), width_ratios=(1, 1, 1.1, 1, 0.6)[:n])
     _show_spec(axs[0], spec_a, f'{names[0]} (keeps λ = {lam:.3f})', **lim)
     _show_spec(axs[1], spec_b, f'{names[1]} (gives 1-λ = {1-lam:.3f})', **lim)
     axs[2].imshow(torch.as_tensor(mask).view(*grid).cpu().numpy(), origin='lower', aspect='auto', cmap='Greys',
@@ -156,7 +67,13 @@ def plot_patch_mix(spec_a, spec_b, mask, lam: float, grid: Sequence[int] = (12, 
     _show_spec(axs[3], torch.nan_to_num(torch.as_tensor(mixed).float(), nan=lim['vmin']), 'mixed x̃_i (partner tinted)', **lim)
     axs[3].imshow(np.ma.masked_where(~pix.numpy().T, np.ones(pix.T.shape)), origin='lower', aspect='auto',
                   cmap=ListedColormap(['cyan']), alpha=0.22, interpolation='nearest')
+    if labels is not None:
+        w = np.zeros(len(classes)); w[labels[0]] += lam; w[labels[1]] += 1 - lam     # λ·e_{y_a} + (1-λ)·e_{y_b}
+        axs[4].barh(range(len(classes)), w, color=['C0' if k == labels[0] else 'C1' if k == labels[1] else 'C7' for k in range(len(classes))])
+        axs[4].set_yticks(range(len(classes)), classes); axs[4].invert_yaxis(); axs[4].set_xlim(0, 1)
+        axs[4].set_title('λ-mixed label weights', fontsize=9); axs[4].set_xlabel('weight')
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
 def plot_spectrograms(specs: dict, suptitle: str | None = None):
@@ -168,7 +85,81 @@ def plot_spectrograms(specs: dict, suptitle: str | None = None):
     for ax, (name, s) in zip(axs[0], specs.items()): _show_spec(ax, s, name, **lim)
     if suptitle: fig.suptitle(suptitle)
     fig.tight_layout()
+    plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
+
+# %% ../nbs/06_patchmix.ipynb #9ab7a043
+def _gen_device(generator: torch.Generator | None) -> torch.device:
+    "Device on which `generator` draws (CPU for torch's global RNG)."
+    return generator.device if generator is not None else torch.device('cpu')
+
+def _randperm(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    "randperm(n) drawn from `generator`, moved to `device`."
+    return torch.randperm(n, generator=generator, device=_gen_device(generator)).to(device)
+
+def _check_lam(lam) -> float:
+    "λ as a Python float in [0, 1], or a clear error."
+    lam = float(lam)
+    if not 0.0 <= lam <= 1.0: raise ValueError(f"lam must lie in [0, 1], got {lam}")
+    return lam
+
+def sample_lam(beta: float = 1.0, generator: torch.Generator | None = None) -> float:
+    "λ ~ Beta(β, β), deterministic given `generator`; λ = 1 when β ≤ 0."
+    if beta <= 0: return 1.0
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=_gen_device(generator)).item())
+    return float(np.random.default_rng(seed).beta(beta, beta))
+
+# %% ../nbs/06_patchmix.ipynb #1285d8df
+class PatchMixInfo(NamedTuple):
+    "What one Patch-Mix call did: corrected λ, partner permutation π and replaced-token mask."
+    lam: float            # kept fraction 1 - n/N (or 1 - n/79 in time mode)
+    index: torch.Tensor   # (B,) long: π(i), the partner of sample i
+    mask: torch.Tensor    # (N,) bool: True where the token is copied from the partner
+
+MODES = ('random', 'time')
+
+def _plan(batch_size: int, n_tokens: int, lam: float | None = None, beta: float = 1.0, mode: str = 'random',
+          grid: Sequence[int] = (12, 79), generator: torch.Generator | None = None, device='cpu') -> PatchMixInfo:
+    "Draw λ, π and the replaced positions M for one batch (§4), without touching any tokens."
+    if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    lam = sample_lam(beta, generator) if lam is None else _check_lam(lam)
+    index = _randperm(batch_size, generator, device)                      # (B,)
+    mask = torch.zeros(n_tokens, dtype=torch.bool, device=device)         # (N,)
+    if mode == 'random':
+        n = int(n_tokens * (1. - lam))                                     # n = ⌊N(1-λ)⌋
+        mask[_randperm(n_tokens, generator, device)[:n]] = True
+        lam = 1. - n / n_tokens
+    else:
+        n_f, n_t = grid
+        if n_f * n_t != n_tokens:
+            raise ValueError(f"time mode: {n_tokens} tokens do not form the {n_f}x{n_t} grid {tuple(grid)}")
+        n = int(n_t * (1. - lam))                                          # n = ⌊79(1-λ)⌋ time columns
+        mask.view(n_f, n_t)[:, _randperm(n_t, generator, device)[:n]] = True
+        lam = 1. - n / n_t
+    return PatchMixInfo(float(lam), index, mask)
+
+def _apply(tokens: torch.Tensor, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    "Out-of-place mix: mixed[i, M] = tokens[π(i), M], all other tokens unchanged."
+    return torch.where(mask.view(1, -1, 1), tokens[index], tokens)        # (B, N, D)
+
+# %% ../nbs/06_patchmix.ipynb #dccdd92a
+class PatchMixer:
+    "Patch-Mix (§4) as the AST forward's `mix` callable: tokens (B, N, D) → (mixed, PatchMixInfo); the last info in `.info`."
+    def __init__(self, beta: float = 1.0, mode: str = 'random', grid: Sequence[int] = (12, 79),
+                 generator: torch.Generator | None = None, lam: float | None = None):
+        if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.beta, self.mode, self.grid, self.generator = beta, mode, tuple(grid), generator
+        self.lam = None if lam is None else _check_lam(lam)                # fixed λ (lessons, tests); None = draw
+        self.info: PatchMixInfo | None = None
+
+    def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, PatchMixInfo]:
+        if tokens.ndim != 3: raise ValueError(f"tokens must be (B, N, D), got shape {tuple(tokens.shape)}")
+        B, N, _ = tokens.shape
+        self.info = _plan(B, N, self.lam, self.beta, self.mode, self.grid, self.generator, tokens.device)
+        return _apply(tokens, self.info.index, self.info.mask), self.info
+
+    def __repr__(self):
+        return f"PatchMixer(beta={self.beta}, mode={self.mode!r}, grid={self.grid}, lam={self.lam})"
 
 # %% ../nbs/06_patchmix.ipynb #02cdf6fc
 def mixup(x: torch.Tensor, y: torch.Tensor, beta: float = 1.0, generator: torch.Generator | None = None,

@@ -189,17 +189,19 @@ def test_mix_hook_effect_and_bad_return():
             m(x, mix=lambda t: t[:, :10])
 
 
-def test_patch_mix_contract_if_available():
-    "With the sibling module's patch_mix (if present), the forward returns (z, (lam, index))."
-    patchmix = pytest.importorskip('patchmix_nb.patchmix')
-    if not hasattr(patchmix, 'patch_mix'):
-        pytest.skip('patch_mix not written yet')
+def test_patchmixer_in_the_forward():
+    "The one Patch-Mix API inside the forward: (z, (info,)), mixer.info holds λ, π and the mask; mixed tokens reach z."
+    from patchmix_nb.patchmix import PatchMixer, PatchMixInfo
     m = tiny_ast()
-    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 798, 128)
+    mixer = PatchMixer(lam=0.5, grid=m.grid, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        z, (lam, index) = m(torch.randn(4, 1, 798, 128),
-                            mix=lambda t: patchmix.patch_mix(t, lam=0.5, grid=m.grid, generator=g))
-    assert z.shape == (4, 32) and index.shape == (4,) and 0 <= float(lam) <= 1
+        z, (info,) = m(x, mix=mixer)
+        clean = m(x)
+    assert isinstance(info, PatchMixInfo) and mixer.info is info
+    assert z.shape == (4, 32) and info.index.shape == (4,) and int(info.mask.sum()) == 474 and info.lam == 0.5
+    moved = info.index != torch.arange(4)
+    assert not torch.allclose(z[moved], clean[moved]) and torch.allclose(z[~moved], clean[~moved], atol=1e-6)
 
 
 def test_training_step_and_head():

@@ -6,47 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from patchmix_nb.losses import (Projector, TARGET_TYPES, contrastive_logits, contrastive_targets, mix_ce_loss,
                                 patchmix_ce_loss, patchmix_contrastive_loss, positive_mask, soft_positive_matrix)
-from patchmix_nb.patchmix import patch_mix_plan
-
-
-def reference_loss(projection1, projection2, labels_a, lam, index, temperature=0.06, negative_pair='all'):
-    "Literal re-implementation of PatchMixConLoss.forward (reference method/patchmix_cl.py), CPU instead of .cuda()."
-    batch_size = projection1.shape[0]
-    projection1, projection2 = F.normalize(projection1), F.normalize(projection2)
-    anchor_dot_contrast = torch.div(torch.matmul(projection2, projection1.T), temperature)
-    mask_a = torch.eye(batch_size)
-    mask_b = torch.zeros(batch_size, batch_size)
-    mask_b[torch.arange(batch_size).unsqueeze(1), index.view(-1, 1)] = 1
-    mask = lam * mask_a + (1 - lam) * mask_b
-    logits_max, _ = torch.max(anchor_dot_contrast, dim=1, keepdim=True)
-    logits = anchor_dot_contrast - logits_max.detach()
-    exp_logits = torch.exp(logits)
-    if negative_pair == 'diff_label':
-        labels_a = labels_a.contiguous().view(-1, 1)
-        logits_mask = torch.ne(labels_a, labels_a.T) + (mask_a.bool() + mask_b.bool())
-        exp_logits *= logits_mask.float()
-    log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
-    mean_log_prob_pos = (mask * log_prob).sum(1) / mask.sum(1)
-    loss = -mean_log_prob_pos
-    loss = loss.view(1, batch_size)
-    return loss.mean()
-
-
-def naive_loss(anchors, targets, lam, index, tau=0.06, labels=None, diff_label=False):
-    "Per-anchor Python loop of −(1/B) Σ_i Σ_j m_ij (s_ij − log Σ_k e^{s_ik}), float64."
-    a, t = anchors.double(), targets.double()
-    B = len(a)
-    total = 0.0
-    for i in range(B):
-        s = [float(a[i] @ t[j] / (a[i].norm() * t[j].norm())) / tau for j in range(B)]
-        mx = max(s)
-        s = [v - mx for v in s]
-        den = sum(math.exp(s[k]) for k in range(B)
-                  if not diff_label or labels[k] != labels[i] or k in (i, int(index[i])))
-        for j in range(B):
-            m = lam * (j == i) + (1 - lam) * (j == int(index[i]))
-            total += m * (s[j] - math.log(den))
-    return -total / B
+from patchmix_nb.patchmix import PatchMixer
+from reference_losses import naive_patchmix_cl as naive_loss, reference_patchmix_cl as reference_loss
 
 
 def _batch(B=8, D=32, seed=0):
@@ -169,7 +130,7 @@ def _step(target_type, anchors_through_projector=True):
     x = torch.randn(B, D)
     z = enc(x)
     z.retain_grad()
-    plan = patch_mix_plan(B, D, lam=0.5, generator=torch.Generator().manual_seed(1))
+    plan = PatchMixer(lam=0.5, generator=torch.Generator().manual_seed(1))(torch.zeros(B, D, 1))[1]
     z_mix = enc(torch.where(plan.mask, x[plan.index], x))
     anchors = proj(z_mix) if anchors_through_projector else z_mix
     targets = contrastive_targets(z, proj, target_type)

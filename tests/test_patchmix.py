@@ -2,9 +2,19 @@
 import math
 import pytest
 import torch
-from patchmix_nb.patchmix import (PatchMixer, PatchMixInfo, apply_patch_mix, cutmix, cutmix_box, mix_labels, mixup,
-                                  patch_mix, patch_mix_plan, patches_to_spectrogram, sample_lam,
-                                  spectrogram_to_patches, token_mask_to_pixels)
+from patchmix_nb.patchmix import (PatchMixer, PatchMixInfo, cutmix, cutmix_box, mixup, patches_to_spectrogram,
+                                  sample_lam, spectrogram_to_patches, token_mask_to_pixels)
+
+
+def patch_mix(tokens, lam=None, beta=1.0, mode='random', grid=(12, 79), generator=None):
+    "The one public API, as (mixed, λ, π)."
+    mixed, info = PatchMixer(beta, mode, grid, generator, lam)(tokens)
+    return mixed, info.lam, info.index
+
+
+def patch_mix_plan(B, N, lam=None, mode='random', generator=None):
+    "λ, π and the mask a PatchMixer draws for a (B, N, ·) batch."
+    return PatchMixer(1.0, mode, (12, 79), generator, lam)(torch.zeros(B, N, 1))[1]
 
 
 def _gen(seed=0):
@@ -123,7 +133,7 @@ def test_gradient_flows_to_both_samples():
     assert float(tokens.grad.sum()) == pytest.approx(948 * 3)
 
 
-def test_patchmixer_matches_patch_mix():
+def test_patchmixer_matches_naive_loop():
     tokens = _tokens()
     mixer = PatchMixer(beta=1.0, mode='random', generator=_gen(7))
     out, info = mixer(tokens)
@@ -131,9 +141,12 @@ def test_patchmixer_matches_patch_mix():
     ref, lam, index = patch_mix(tokens, beta=1.0, generator=_gen(7))
     assert torch.equal(out, ref) and info.lam == lam and torch.equal(info.index, index)
     assert info.mask.dtype == torch.bool and info.mask.shape == (948,)
-    y = torch.arange(8)
-    ya, yb = mix_labels(y, info.index)
-    assert torch.equal(ya, y) and torch.equal(yb, y[info.index])
+    g = _gen(7); lam = sample_lam(1.0, g); idx = torch.randperm(8, generator=g)      # the draw order: λ, π, positions
+    M = torch.randperm(948, generator=g)[:int(948 * (1 - lam))]
+    naive = tokens.clone()
+    for i in range(8):
+        for k in M.tolist(): naive[i, k] = tokens[idx[i], k]
+    assert torch.equal(out, naive) and torch.equal(info.index, idx) and info.lam == 1 - len(M) / 948
     fixed = PatchMixer(lam=0.3)
     assert fixed(tokens)[1].lam == pytest.approx(1 - 663 / 948)
 

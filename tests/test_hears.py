@@ -1,0 +1,151 @@
+"Tests of patchmix_nb.hears: attention recomputed from the blocks, rollout, the token grid, gradient saliency."
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from patchmix_nb.ast import AST, ast_config
+from patchmix_nb.hears import (attention_rollout, attention_weights, explain, grid_to_pixels, pick_examples,
+                               record_attention, rollout_grid, saliency)
+from patchmix_nb.train import Parts, make_config
+
+
+def tiny(n_frames=58, pool='cls', seed=0):
+    torch.manual_seed(seed)
+    return AST(n_frames=n_frames, n_mels=128, pool=pool, **ast_config('ast-tiny')).eval()   # grid 12 x (n_frames-6)//10
+
+
+def test_recomputed_attention_is_the_blocks():
+    m = tiny()
+    x = torch.randn(2, 1, 58, 128)
+    seen = []
+    hooks = [b.attn.register_forward_hook(lambda mod, a, o: seen.append((a[0], o))) for b in m.blocks]
+    with torch.no_grad(), record_attention(m) as maps:
+        m(x)
+    for h in hooks: h.remove()
+    assert len(maps) == 4 and maps[0].shape == (2, 3, 62, 62)          # 2 + 12*5 tokens
+    for blk, A, (inp, out) in zip(m.blocks, maps, seen):
+        B, N, D = inp.shape
+        v = blk.attn.qkv(inp).reshape(B, N, 3, 3, -1).permute(2, 0, 3, 1, 4)[2]
+        assert torch.allclose(blk.attn.proj((A @ v).transpose(1, 2).reshape(B, N, D)), out, atol=1e-5)
+        assert torch.allclose(A.sum(-1), torch.ones(B, 3, N), atol=1e-5)
+    assert all(len(b.attn._forward_hooks) == 0 for b in m.blocks)      # hooks removed on exit
+    with torch.no_grad(): m(x)
+    assert len(maps) == 4                                               # nothing recorded after the block
+
+
+def test_attention_weights_unfused_reference():
+    m = tiny()
+    attn = m.blocks[0].attn
+    x = torch.randn(1, 7, 192)
+    q, k, _ = attn.qkv(x).reshape(1, 7, 3, 3, 64).permute(2, 0, 3, 1, 4)
+    ref = torch.softmax(q @ k.transpose(-2, -1) / 8.0, -1)             # √64 = 8
+    assert torch.allclose(attention_weights(attn, x), ref, atol=1e-6)
+
+
+def test_rollout_rows_sum_to_one_and_identity():
+    g = torch.Generator().manual_seed(0)
+    attns = [torch.rand(3, 2, 9, 9, generator=g).softmax(-1) for _ in range(5)]
+    R = attention_rollout(attns)
+    assert R.shape == (3, 9, 9)
+    assert torch.allclose(R.sum(-1), torch.ones(3, 9), atol=1e-5)
+    assert (R >= 0).all()
+    eye = torch.eye(9).expand(3, 2, 9, 9)
+    assert torch.equal(attention_rollout([eye] * 4), torch.eye(9).expand(3, 9, 9))
+    assert torch.equal(attention_rollout([eye] * 4, residual=False), torch.eye(9).expand(3, 9, 9))
+
+
+def test_rollout_by_hand_order_and_fusion():
+    A1 = torch.tensor([[[[0., 1.], [1., 0.]]]])                         # swap
+    A2 = torch.tensor([[[[1., 0.], [1., 0.]]]])                         # everyone reads token 0
+    R = attention_rollout([A1, A2], residual=False)
+    assert torch.equal(R[0], A2[0, 0] @ A1[0, 0])                       # = [[0, 1], [0, 1]]: later layer on the left
+    assert torch.equal(R[0], torch.tensor([[0., 1.], [0., 1.]]))
+    two = torch.stack([A1[0, 0], A2[0, 0]])[None]                       # 2 heads
+    assert torch.allclose(attention_rollout([two], residual=False)[0], (A1[0, 0] + A2[0, 0]) / 2)
+    with pytest.raises(ValueError, match='head_fusion'):
+        attention_rollout([two], head_fusion='median')
+    with pytest.raises(ValueError, match='at least one'):
+        attention_rollout([])
+
+
+@pytest.mark.parametrize('n_frames,pool', [(58, 'cls'), (198, 'mean'), (798, 'cls')])
+def test_rollout_grid_shape_matches_12xT(n_frames, pool):
+    m = tiny(n_frames, pool)
+    x = torch.randn(1, 1, n_frames, 128)
+    with torch.no_grad(), record_attention(m) as maps:
+        m(x)
+    roll = rollout_grid(attention_rollout(maps), m.grid, m.pool)
+    assert m.grid[0] == 12 and roll.shape == (1, *m.grid)
+    assert torch.allclose(roll.sum((1, 2)), torch.ones(1), atol=1e-5) and (roll > 0).all()
+    px = grid_to_pixels(roll, (n_frames, 128))
+    assert px.shape == (1, n_frames, 128)
+    assert (px[0, -2:] == 0).all() and (px[0, :, -2:] == 0).all()       # pixels no patch covers
+    with pytest.raises(ValueError, match='tokens'):
+        rollout_grid(attention_rollout(maps), (12, m.grid[1] + 1))
+
+
+def test_rollout_grid_cls_versus_mean_rows():
+    R = torch.zeros(1, 2 + 6, 2 + 6)
+    R[0, :2, 2] = 1.0                                                   # cls/dist read token 0 only
+    R[0, 2:, 7] = 1.0                                                   # patches read token 5 only
+    assert rollout_grid(R, (2, 3), 'cls')[0].flatten().tolist() == [1, 0, 0, 0, 0, 0]
+    assert rollout_grid(R, (2, 3), 'mean')[0].flatten().tolist() == [0, 0, 0, 0, 0, 1]
+
+
+def test_grid_to_pixels_one_token():
+    one = torch.zeros(1, 12, 5); one[0, 2, 1] = 1.0
+    px = grid_to_pixels(one, (58, 128))
+    nz = px[0].nonzero()
+    assert nz.min(0).values.tolist() == [10, 20] and nz.max(0).values.tolist() == [25, 35]   # frames 10..25, mel 20..35
+    assert float(px[0, 12, 22]) == pytest.approx(1 / 4)                 # covered by 2 x 2 overlapping patches
+
+
+class _Region(nn.Module):
+    "A 'backbone' that reads only frames 5..9, mel 0..3 of its input."
+    def forward(self, x): return (x[:, 0, 5:10, :4] ** 2).flatten(1)
+
+
+def test_saliency_nonzero_only_where_input_matters():
+    x = torch.randn(2, 1, 20, 8, generator=torch.Generator().manual_seed(0))
+    head = nn.Linear(20, 3)
+    S, logits = saliency(_Region(), head, x)
+    assert S.shape == (2, 20, 8) and logits.shape == (2, 3)
+    inside = torch.zeros(20, 8, dtype=torch.bool); inside[5:10, :4] = True
+    assert (S[:, ~inside] == 0).all() and (S[:, inside] > 0).all()
+    c = logits.argmax(1)                                                # default target: the prediction
+    w = head.weight[c].view(2, 5, 4)                                    # d logit_c / d x = 2 x w_c
+    assert torch.allclose(S[:, inside].view(2, 5, 4), (2 * x[:, 0, 5:10, :4] * w).abs(), atol=1e-6)
+    S0, _ = saliency(_Region(), head, x, target=[0, 0])
+    assert torch.allclose(S0[:, inside].view(2, 5, 4), (2 * x[:, 0, 5:10, :4] * head.weight[0].view(5, 4)).abs(), atol=1e-6)
+    S2, _ = saliency(_Region(), head, x, target=c, scale=lambda t: 3 * t)   # chain rule through the run's scaling
+    assert torch.allclose(S2, 9 * S, atol=1e-5)
+
+
+def test_saliency_finite_difference_on_ast():
+    m, head = tiny(), nn.Linear(192, 4)
+    x = torch.randn(1, 1, 58, 128, generator=torch.Generator().manual_seed(1))
+    S, _ = saliency(m, head, x, target=1)
+    t, f = divmod(int(S[0].argmax()), 128)
+    e = torch.zeros_like(x); e[0, 0, t, f] = 1e-2
+    with torch.no_grad():
+        fd = (head(m(x + e))[0, 1] - head(m(x - e))[0, 1]) / 2e-2
+    assert float(fd.abs()) == pytest.approx(float(S[0, t, f]), rel=1e-2)
+    assert not m.training and x.grad is None                            # the input is left alone
+
+
+def test_explain_and_examples():
+    m = tiny(58, 'mean')
+    parts = Parts(m, nn.Sequential(nn.LayerNorm(192), nn.Linear(192, 4)), None, make_config('cpu-demo'), None,
+                  torch.Generator(), (0.5, 2.0))
+    x = torch.randn(3, 1, 58, 128)
+    out = explain(parts, x)
+    assert out['rollout'].shape == (3, 12, 5) and out['rollout_px'].shape == (3, 58, 128)
+    assert out['saliency'].shape == (3, 58, 128) and (out['saliency'] > 0).any()
+    with torch.no_grad(): ref = parts.head(m(parts.scale(x)))
+    assert torch.allclose(out['logits'], ref, atol=1e-5) and torch.equal(out['pred'], ref.argmax(1))
+    pred = pd.DataFrame({'row': range(6), 'label': [0, 0, 1, 1, 2, 2], 'pred': [0, 1, 1, 1, 0, 3]})
+    pred['correct'] = pred['label'] == pred['pred']
+    ex = pick_examples(pred, 4)
+    assert sorted(zip(ex['label'], ex['outcome'])) == [(0, 'correct'), (0, 'wrong'), (1, 'correct'), (2, 'wrong')]
+    assert all(pred.set_index('row').loc[r, 'correct'] == (o == 'correct') for r, o in zip(ex['row'], ex['outcome']))
