@@ -333,17 +333,23 @@ def read_state_dict(path) -> tuple[dict, dict | None]:
     path = Path(path)
     config = None
     if path.is_dir():
-        if (path / 'config.json').exists(): config = json.loads((path / 'config.json').read_text())
+        if (path / 'config.json').exists():
+            try: config = json.loads((path / 'config.json').read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"not valid JSON ({str(e).splitlines()[0]}); expected a Hugging Face AST config", path / 'config.json') from None
         files = [path / n for n in ('model.safetensors', 'pytorch_model.bin') if (path / n).exists()]
         if not files: raise CheckpointError("no model.safetensors or pytorch_model.bin in this directory", path)
         path = files[0]
     if not path.exists(): raise CheckpointError("checkpoint file not found", path)
+    if path.stat().st_size == 0: raise CheckpointError("empty file (0 bytes); expected a DeiT, AST AudioSet or Hugging Face AST checkpoint", path)
+    first = lambda e: (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     if path.suffix == '.safetensors':
         from safetensors.torch import load_file
-        sd = load_file(str(path))
+        try: sd = load_file(str(path))
+        except Exception as e: raise CheckpointError(f"cannot read as safetensors ({first(e)})", path) from None
     else:
         try: sd = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e: raise CheckpointError(f"cannot read with torch.load(weights_only=True): {e}", path) from e
+        except Exception as e: raise CheckpointError(f"cannot read with torch.load(weights_only=True) ({first(e)})", path) from None
     for wrap in ('model', 'state_dict'):
         if isinstance(sd, dict) and isinstance(sd.get(wrap), dict): sd = sd[wrap]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -369,7 +375,9 @@ def load_pretrained(model: AST, path, format: Literal['auto', 'deit', 'ast', 'hf
                     pos_embed_mode: PosMode = 'upstream', src_grid: tuple[int, int] | None = None) -> LoadReport:
     "Strictly load a local DeiT / AST-AudioSet / HF-AST checkpoint into `model`, adapting `pos_embed`; returns a report."
     sd, config = read_state_dict(path)
-    fmt = detect_format(sd) if format == 'auto' else format
+    try: fmt = detect_format(sd) if format == 'auto' else format
+    except ValueError as e:
+        raise CheckpointError(f"{e}; expected timm DeiT, official AST AudioSet (module.v.*) or Hugging Face AST keys", path) from None
     if fmt not in TRANSLATORS: raise ValueError(f"format must be 'auto', 'deit', 'ast' or 'hf', got {format!r}")
     new, discarded, notes = TRANSLATORS[fmt](sd)
     report = LoadReport(str(path), fmt, discarded=discarded, adapted=list(notes))
