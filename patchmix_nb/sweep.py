@@ -556,22 +556,24 @@ def _result(out: Path, runs: Sequence[Run]) -> pd.DataFrame:
     return df
 
 def monitor(runs: Sequence[Run], out: Path, ex, say: Callable, interval: float = 30.) -> None:
-    "Wait for the executor: a progress line when something changes (at most every `interval` s), summary rewritten."
-    t0, last, last_t, poll = time.time(), None, 0., min(2., interval)
+    "Wait for the executor: a progress line when something changed (at most every `interval` s), summary rewritten."
+    t0, last, shown, last_t = time.time(), None, None, 0.
+    poll = min(interval, 2. if isinstance(ex, LocalExecutor) else 10.)
     try:
         while True:
             states = {r.name: run_state(r.dir) for r in runs}
             done = ex.finished(states)
-            if states != last:
-                write_summary(collect_runs(out), out)
-            if done or (states != last and time.time() - last_t >= interval) or time.time() - last_t >= 10 * interval:
+            if states != last: write_summary(collect_runs(out), out)
+            if states != shown and (done or time.time() - last_t >= interval):
                 secs = [(_read_json(r.dir / 'execution.json') or {}).get('seconds') for r in runs if states[r.name] == 'ok']
-                say(progress_line(states, time.time() - t0, [s for s in secs if s], ex.parallel)); last_t = time.time()
+                say(progress_line(states, time.time() - t0, [s for s in secs if s], ex.parallel))
+                shown, last_t = states, time.time()
             last = states
             if done: break
             time.sleep(poll)
     except KeyboardInterrupt:
-        say('[sweep] interrupted: stopping the workers (finished runs are kept; run the same command to resume)')
+        say(f"[sweep] interrupted: the Slurm jobs go on (patchmix sweep --status {out})" if isinstance(ex, SlurmExecutor) else
+            '[sweep] interrupted: stopping the workers (finished runs are kept; run the same command to resume)')
         ex.interrupt(); write_summary(collect_runs(out), out)
         raise
 

@@ -12,11 +12,11 @@ PATCHMIX = Path(sys.executable).parent / 'patchmix'
 # one epoch of two steps on 2 s clips of a 24-recording set (the smoke preset's size)
 TINY = ['--preset', 'cpu-demo', '--epochs', '1', '--max-steps', '2', '--set', 'synthetic_recordings=24', '--interval', '2']
 GRID = ['--grid', 'method=ce,patchmix_cl', 'seed=0,1']
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
 
 
 def patchmix(*args, cwd=None, check=True, timeout=900):
-    r = subprocess.run([str(PATCHMIX), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=ENV)
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
+    r = subprocess.run([str(PATCHMIX), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
     if check and r.returncode != 0:
         raise AssertionError(f"patchmix {' '.join(map(str, args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
