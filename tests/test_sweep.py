@@ -22,6 +22,19 @@ def patchmix(*args, cwd=None, check=True, timeout=900):
     return r
 
 
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    "`patchmix ARGS` in this process (no interpreter start), from folder `cwd`: (exit status, stdout, stderr)."
+    from patchmix_nb.cli import main
+    def run(*args, cwd=None):
+        if cwd: monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+    return run
+
+
 @pytest.fixture(scope='module')
 def work(tmp_path_factory):
     "A folder holding a tiny synthetic set `syn` (sweeps below run from here with the relative `--data syn`)."
@@ -66,33 +79,32 @@ def test_relative_data_is_resolved(local_sweep, work):
     assert json.loads((out / 'ce_seed0' / 'metrics.json').read_text())['config']['data_dir'] == str((work / 'syn').resolve())
 
 
-def test_other_settings_are_refused_not_reused(local_sweep, work):
+def test_other_settings_are_refused_not_reused(local_sweep, work, cli):
     # defect: a second call with another --model said "reusing the finished run" for runs made with other settings
     out, _ = local_sweep
     before = (out / 'ce_seed0' / 'metrics.json').stat().st_mtime_ns
-    r = patchmix('sweep', '--grid', 'method=ce', 'seed=0', '--model', 'ast-small', '--data', 'syn', *TINY, '--out', 'local',
-                 cwd=work, check=False)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr
-    assert "ce_seed0 (model: 'ast-tiny' -> 'ast-small')" in r.stderr and '--rerun' in r.stderr
+    rc, _, err = cli('sweep', '--grid', 'method=ce', 'seed=0', '--model', 'ast-small', '--data', 'syn', *TINY, '--out', 'local', cwd=work)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err
+    assert "ce_seed0 (model: 'ast-tiny' -> 'ast-small')" in err and '--rerun' in err
     assert (out / 'ce_seed0' / 'metrics.json').stat().st_mtime_ns == before
 
 
-def test_summary_holds_every_run_of_the_folder(local_sweep, work):
+def test_summary_holds_every_run_of_the_folder(local_sweep, work, cli):
     # defect: a second call rewrote summary.csv with only its own rows
     out, _ = local_sweep
     before = _scores(out)
-    r = patchmix('sweep', '--grid', 'method=ce', 'seed=0', '--data', 'syn', *TINY, '--out', 'local', cwd=work)
-    assert 'ce_seed0: ok, same config: kept' in r.stdout
+    rc, stdout, _ = cli('sweep', '--grid', 'method=ce', 'seed=0', '--data', 'syn', *TINY, '--out', 'local', cwd=work)
+    assert rc == 0 and 'ce_seed0: ok, same config: kept' in stdout
     pd.testing.assert_frame_equal(_scores(out), before)
     assert len(before) == 4
-    st = patchmix('sweep', '--status', out)
-    assert '4/4 done, 0 running, 0 failed, 0 queued' in st.stdout
+    rc, stdout, _ = cli('sweep', '--status', out)
+    assert rc == 0 and '4/4 done, 0 running, 0 failed, 0 queued' in stdout
 
 
 def test_failed_run_exits_nonzero_after_the_others(work):
     # defect: the sweep exited 0 with runs failed. batch_size 4096 > the training cycles: that run fails in train()
     r = patchmix('sweep', '--grid', 'batch_size=4096,8', '--methods', 'ce', '--seeds', 0, '--data', 'syn', *TINY,
-                 '--out', 'failing', cwd=work, check=False)
+                 '--workers', 2, '--out', 'failing', cwd=work, check=False)
     runs = pd.read_csv(work / 'failing' / 'summary.csv').set_index('name')
     assert r.returncode == 1 and 'ce_batch_size4096_seed0 (failed)' in r.stderr
     assert runs.status.to_dict() == {'ce_batch_size4096_seed0': 'failed', 'ce_batch_size8_seed0': 'ok'}
@@ -100,25 +112,28 @@ def test_failed_run_exits_nonzero_after_the_others(work):
     assert (work / 'failing' / 'ce_batch_size4096_seed0' / 'experiment-failed.ipynb').exists()
 
 
-def test_unknown_grid_field_names_the_valid_ones(work):
-    r = patchmix('sweep', '--grid', 'temprature=0.1', '--out', 'x', cwd=work, check=False)
-    assert r.returncode == 2 and "unknown Config field 'temprature'" in r.stderr and 'temperature' in r.stderr
+def test_unknown_grid_field_names_the_valid_ones(work, cli):
+    rc, _, err = cli('sweep', '--grid', 'temprature=0.1', '--out', 'x', cwd=work)
+    assert rc == 2 and "unknown Config field 'temprature'" in err and 'temperature' in err
     assert not (work / 'x').exists()
 
 
-def test_list_specs_and_spec_dry_run(work, tmp_path):
-    r = patchmix('sweep', '--list-specs')
+def test_list_specs_and_spec_dry_run(work, tmp_path, cli):
+    rc, out, _ = cli('sweep', '--list-specs')
     for name in ('paper-main', 'ablation-temperature', 'ablation-alpha', 'ablation-target', 'ablation-negatives',
                  'ablation-mixing', 'folds'):
-        assert name in r.stdout
+        assert name in out
     fake = tmp_path / 'FAKE.pth'; fake.write_bytes(b'')
-    r = patchmix('sweep', '--spec', 'folds', '--pretrained', fake, '--out', 'folds', '--dry-run', cwd=work)
-    names = [n for n in r.stdout.split() if n.endswith('_seed1')]
-    assert names == [f"{m}_fold{k}_seed1" for m in ('ce', 'patchmix_cl') for k in range(5)]
+    rc, out, _ = cli('sweep', '--spec', 'folds', '--pretrained', fake, '--out', 'folds', '--dry-run', cwd=work)
+    names = [n for n in out.split() if n.endswith('_seed1')]
+    assert rc == 0 and names == [f"{m}_fold{k}_seed1" for m in ('ce', 'patchmix_cl') for k in range(5)]
     spec = tmp_path / 'mine.yaml'
     spec.write_text('preset: cpu-demo\ngrid: {method: [patchmix_cl], temperature: [0.06, 0.1], seed: [1, 2]}\n')
-    r = patchmix('sweep', '--spec', spec, '--out', 'mine', '--dry-run', cwd=work)
-    assert 'patchmix_cl_temperature0.1_seed2' in r.stdout and not (work / 'mine' / 'patchmix_cl_temperature0.1_seed2').exists()
+    rc, out, _ = cli('sweep', '--spec', spec, '--out', 'mine', '--dry-run', cwd=work)
+    assert 'patchmix_cl_temperature0.1_seed2' in out and not (work / 'mine' / 'patchmix_cl_temperature0.1_seed2').exists()
+    spec.write_text('grid: {method: [ce]\n')
+    rc, _, err = cli('sweep', '--spec', spec, '--out', 'mine', cwd=work)
+    assert rc == 2 and f"{spec}:" in err and 'YAML' in err
 
 
 def test_experiment_dry_run_records_the_paper_preset(tmp_path):
@@ -134,7 +149,7 @@ def test_experiment_dry_run_records_the_paper_preset(tmp_path):
     assert not (run / 'last.pt').exists() and not (run / 'metrics.json').exists()
 
 
-def test_slurm_grid_gives_the_same_runs(slurm_cluster, local_sweep, work):
+def test_slurm_grid_gives_the_same_runs(slurm_cluster, local_sweep, work, cli):
     out, _ = local_sweep
     r = patchmix('sweep', *GRID, '--executor', 'slurm', '--slurm-cpus-per-run', 1, '--slurm-time', 10, '--data', 'syn',
                  *TINY, '--out', 'slurm', cwd=work)
@@ -144,5 +159,5 @@ def test_slurm_grid_gives_the_same_runs(slurm_cluster, local_sweep, work):
     ex = [json.loads(p.read_text()) for p in sl.glob('*/execution.json')]
     assert len(ex) == 4 and all(e['job_id'] for e in ex) and {e['threads'] for e in ex} == {1}
     assert '4/4 done' in r.stdout
-    st = patchmix('sweep', '--status', sl)
-    assert '4/4 done, 0 running, 0 failed, 0 queued' in st.stdout
+    rc, stdout, _ = cli('sweep', '--status', sl)
+    assert rc == 0 and '4/4 done, 0 running, 0 failed, 0 queued' in stdout
