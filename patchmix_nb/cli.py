@@ -14,7 +14,8 @@ from .ast import CheckpointError
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'COMMANDS', 'add_config_flags', 'config_from_args', 'build_parser', 'cmd_synth', 'cmd_stats',
-           'format_stats', 'cmd_prepare', 'cmd_train', 'cmd_eval', 'cmd_predict', 'cmd_sweep', 'cmd_demo', 'main']
+           'format_stats', 'cmd_prepare', 'cmd_train', 'cmd_eval', 'cmd_predict', 'add_sweep_args', 'cmd_sweep',
+           'cmd_demo', 'main']
 
 # %% ../nbs/12_cli.ipynb #3cc53fc6
 def _flag_type(annotation: str):
@@ -81,13 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--ckpt', required=True); p.add_argument('wav'); p.add_argument('txt', nargs='?', help='annotation file (cycles); default: 8 s windows')
     p.add_argument('--device', default='cpu'); p.add_argument('--json', action='store_true')
 
-    p = sub.add_parser('sweep', help='execute the experiment notebook over methods x seeds (papermill)')
-    p.add_argument('--data', dest='data_dir'); p.add_argument('--methods', nargs='+', default=['ce', 'patchmix_cl'], choices=METHODS)
-    p.add_argument('--seeds', nargs='+', type=int, default=[1, 2, 3]); p.add_argument('--model')
-    p.add_argument('--epochs', type=int); p.add_argument('--max-steps', type=int); p.add_argument('--duration', type=float)
-    p.add_argument('--preset', default='cpu-demo', choices=sorted(PRESETS)); p.add_argument('--pretrained')
-    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='any other Config field (JSON value)')
-    p.add_argument('--out', required=True)
+    p = sub.add_parser('sweep', help='the experiment notebook over a grid or spec, on local workers or Slurm (papermill)')
+    add_sweep_args(p)
 
     p = sub.add_parser('demo', help="the README's main job: data, cache, exploration and a cpu-demo training run")
     p.add_argument('--data', dest='data_dir', help='ICBHI folder (default: the embedded synthetic set)')
@@ -166,21 +162,78 @@ def cmd_predict(a) -> int:
     else: print(df.to_string(index=False))
     return 0
 
-def _parse_set(items: list[str]) -> dict:
+def _parse_set(items: list[str], flag: str = '--set') -> dict:
     out = {}
     for it in items:
-        if '=' not in it: raise ValueError(f"--set expects KEY=VALUE, got {it!r}")
+        if '=' not in it: raise ValueError(f"{flag} expects KEY=VALUE, got {it!r}")
         k, v = it.split('=', 1)
         try: out[k.replace('-', '_')] = json.loads(v)
         except json.JSONDecodeError: out[k.replace('-', '_')] = v
     return out
 
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    "The `sweep` flags: what to run (a grid or a spec), the runs' fixed settings, where to run them, and control."
+    from patchmix_nb.train import METHODS, PRESETS
+    g = p.add_argument_group('what to run')
+    g.add_argument('--grid', nargs='+', default=[], metavar='FIELD=V1,V2',
+                   help='grid over any Config field, e.g. --grid method=ce,patchmix_cl seed=1,2,3 temperature=0.06,0.1')
+    g.add_argument('--spec', metavar='NAME|FILE', help='a named spec (see --list-specs) or a YAML/JSON spec file')
+    g.add_argument('--methods', nargs='+', choices=METHODS, help='shorthand for --grid method=... (default: ce patchmix_cl)')
+    g.add_argument('--seeds', nargs='+', type=int, help='shorthand for --grid seed=... (default: 1 2 3)')
+    g.add_argument('--list-specs', action='store_true', help='list the named specs and exit')
+    s = p.add_argument_group("the runs' fixed settings")
+    s.add_argument('--preset', choices=sorted(PRESETS), help="preset of every run (default: the spec's, else smoke)")
+    s.add_argument('--data', dest='data_dir', help='ICBHI folder (default: the embedded synthetic set)')
+    s.add_argument('--model'); s.add_argument('--epochs', type=int); s.add_argument('--max-steps', type=int)
+    s.add_argument('--duration', type=float); s.add_argument('--pretrained', help='local pretrained checkpoint')
+    s.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='any other Config field (JSON value)')
+    s.add_argument('--out', help='the sweep folder: one run folder per grid point, summary.csv, summary.md')
+    e = p.add_argument_group('where to run')
+    e.add_argument('--executor', choices=['local', 'slurm'], default='local')
+    e.add_argument('--workers', type=int, help='local: runs at once (default: one per visible GPU, else 1); '
+                   'on a CPU each run gets cores/workers torch threads')
+    e.add_argument('--gpus', help='local: GPUs the workers own, e.g. 0,1,2,3 (default: all visible)')
+    e.add_argument('--slurm-partition'); e.add_argument('--slurm-gpus-per-run', type=int)
+    e.add_argument('--slurm-cpus-per-run', type=int, help='cores per job (and torch threads per run)')
+    e.add_argument('--slurm-mem', help='memory per job, e.g. 32G'); e.add_argument('--slurm-time', help='per job: minutes or HH:MM:SS (default 24 h)')
+    e.add_argument('--slurm-array-parallelism', type=int, help='jobs of the array running at once')
+    e.add_argument('--slurm-extra', action='append', default=[], metavar='KEY=VALUE', help='any other sbatch option, e.g. account=lab')
+    c = p.add_argument_group('control')
+    c.add_argument('--rerun', action='store_true', help='run again runs finished with other settings (old ones move to OUT/.replaced/)')
+    c.add_argument('--no-wait', dest='wait', action='store_false', help='slurm: return after submitting (follow with --status)')
+    c.add_argument('--dry-run', action='store_true', help='show what would run and what is kept; run nothing')
+    c.add_argument('--status', metavar='DIR', help="state of a sweep folder (done / running / failed / queued) and exit")
+    c.add_argument('--interval', type=float, default=30., help='seconds between progress lines (default 30)')
+
 def cmd_sweep(a) -> int:
-    from patchmix_nb.sweep import sweep, summarize_sweep
-    runs = sweep(a.methods, a.seeds, a.out, data_dir=a.data_dir, model=a.model, epochs=a.epochs, max_steps=a.max_steps,
-                 duration=a.duration, preset=a.preset, pretrained=a.pretrained, overrides=_parse_set(a.set))
+    from patchmix_nb.sweep import sweep, sweep_status, list_specs
+    if a.list_specs:
+        print(list_specs().to_string(index=False)); return 0
+    if a.status:
+        runs, line = sweep_status(a.status)
+        print(runs[['name', 'status', 'score', 'seconds']].to_string(index=False)); print(line)
+        return 1 if (runs.status == 'failed').any() else 0
+    if not a.out: raise ValueError("--out DIR is required (the sweep folder)")
+    t = a.slurm_time
+    slurm = dict(partition=a.slurm_partition, gpus_per_run=a.slurm_gpus_per_run, cpus_per_run=a.slurm_cpus_per_run,
+                 mem=a.slurm_mem, time=int(t) if t and t.isdigit() else t, array_parallelism=a.slurm_array_parallelism,
+                 extra=_parse_set(a.slurm_extra, '--slurm-extra'))
+    runs = sweep(a.out, grid=a.grid or None, methods=a.methods, seeds=a.seeds, spec=a.spec, preset=a.preset,
+                 overrides=_parse_set(a.set), executor=a.executor, workers=a.workers,
+                 gpus=[x for x in a.gpus.split(',') if x.strip()] if a.gpus is not None else None, slurm=slurm,
+                 wait=a.wait, rerun=a.rerun, dry_run=a.dry_run, interval=a.interval, data_dir=a.data_dir, model=a.model,
+                 epochs=a.epochs, max_steps=a.max_steps, duration=a.duration, pretrained=a.pretrained)
+    if a.dry_run:
+        print(runs.to_string(index=False)); return 0
     print((Path(a.out) / 'summary.md').read_text())
-    return 0 if (runs.status == 'ok').any() else 1
+    if not a.wait: return 0
+    mine = runs[runs.name.isin(runs.attrs.get('planned', runs.name))]
+    bad = mine[mine.status != 'ok']
+    if len(bad):
+        print(f"patchmix sweep: {len(bad)} of {len(mine)} run(s) did not finish: " + ', '.join(f"{n} ({s})" for n, s in zip(bad.name, bad.status)),
+              file=sys.stderr)
+        return 1
+    return 0
 
 # %% ../nbs/12_cli.ipynb #12db55a0
 def cmd_demo(a) -> int:
