@@ -243,8 +243,10 @@ def cmd_demo(a) -> int:
     from patchmix_nb.sweep import repo_notebook, run_experiment
     import papermill as pm
     from patchmix_nb.train import make_config
-    out = Path(a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
-    cfg = make_config('cpu-demo', synthetic_recordings=48 if a.quick else None)
+    from patchmix_nb.icbhi import guard_output
+    from patchmix_nb.train import estimate_seconds, load_data
+    out = guard_output(Path(a.out), 'demo'); out.mkdir(parents=True, exist_ok=True)
+    cfg = make_config('cpu-demo', synthetic_recordings=48 if a.quick else None, data_dir=a.data_dir)
     data = Path(a.data_dir) if a.data_dir else ensure_synthetic(recordings=cfg.synthetic_recordings)
     idx = load_index(data)
     print(f"[1/4] data: {data}\n      {format_stats(idx.stats()).splitlines()[0]}")
@@ -255,18 +257,23 @@ def cmd_demo(a) -> int:
     pm.execute_notebook(str(nb), str(explore), parameters={'data_dir': str(data)}, kernel_name='python3',
                         cwd=str(nb.parent), progress_bar=False)
     print(f"[3/4] exploration notebook: {explore}")
-    print(f"[4/4] training cpu-demo (ast-tiny, Patch-Mix CL, {1 if a.quick else cfg.epochs} epochs; about 4 minutes on 2 cores) "
-          f"into {out / 'train'} ...", flush=True)
+    epochs = 1 if a.quick else cfg.epochs
+    d = load_data(cfg)
+    est = estimate_seconds(replace(cfg, epochs=epochs, max_steps=3 if a.quick else None), len(d.rows('train')),
+                           len(d.rows('val')) + len(d.rows('test')), d.cache.features.shape[1])
+    print(f"[4/4] training cpu-demo (ast-tiny, Patch-Mix CL, {epochs} epochs; about {est / 60:.1f} min here, from "
+          f"timing its steps on this machine) into {out / 'train'} ...", flush=True)
     t0 = time.time()
     m = run_experiment(out / 'train', data_dir=str(data), preset='cpu-demo', method='patchmix_cl', seed=1,
                        epochs=1 if a.quick else None, max_steps=3 if a.quick else None, duration=None,
-                       synthetic_recordings=None, progress=False)
+                       synthetic_recordings=None, progress=False, stdout=sys.stdout)   # one line per epoch, live
     t = m['test']
     print(f"\nPatch-Mix CL, cpu-demo, {m['epochs_done']} epochs in {time.time() - t0:.0f}s: "
           f"test Sp {t['sp']:.2f}  Se {t['se']:.2f}  Score {t['score']:.2f} (epoch {m['selected_epoch']}, selected on validation)")
     print(f"executed notebooks: {explore}\n                    {out / 'train' / 'experiment.ipynb'}")
     print(f"figures:            {out / 'train' / 'figures'}\nmetrics:            {out / 'train' / 'metrics.json'}")
     return 0
+
 
 # %% ../nbs/12_cli.ipynb #de2f23cd
 USER_ERRORS = (ICBHIError, CheckpointError, ValueError, OSError, RuntimeError)   # OSError: missing files, full disks, permissions

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import PAPER_RESULTS
+from .icbhi import guard_output
 from .train import PRESETS, Config, atomic_write, make_config, save_json
 
 # %% auto #0
@@ -40,9 +41,10 @@ def experiment_notebook() -> Path:
     "The papermill experiment notebook (nbs/experiments/experiment.ipynb)."
     return repo_notebook('experiments/experiment.ipynb')
 
-def run_experiment(out_dir, notebook=None, log_output: bool = False, **parameters) -> dict:
+def run_experiment(out_dir, notebook=None, log_output: bool = False, stdout=None, **parameters) -> dict:
     """Execute the experiment notebook into `out_dir/experiment.ipynb` with `parameters`; return its metrics.json.
 
+    `stdout` (a file, e.g. sys.stdout) receives what the notebook prints, as it prints it (training progress).
     The executed notebook appears under its final name only when it finished; a failed one is kept as
     `experiment-failed.ipynb`, with the error in it."""
     import papermill as pm
@@ -51,7 +53,8 @@ def run_experiment(out_dir, notebook=None, log_output: bool = False, **parameter
     partial = out / '.experiment-running.ipynb'
     try:
         pm.execute_notebook(str(nb), str(partial), parameters={**parameters, 'out_dir': str(out)},
-                            kernel_name='python3', cwd=str(nb.parent), progress_bar=False, log_output=log_output)
+                            kernel_name='python3', cwd=str(nb.parent), progress_bar=False, log_output=log_output,
+                            stdout_file=stdout)
     except BaseException:
         if partial.exists(): os.replace(partial, out / 'experiment-failed.ipynb')
         raise
@@ -522,7 +525,7 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
     common = {**(s.get('set') or {}), **(overrides or {}), **{k: v for k, v in config.items() if v is not None}}
     for k in common: _field(k)
     runs = plan_sweep(out_dir, points, preset, **common)
-    out = Path(out_dir).expanduser().resolve(); out.mkdir(parents=True, exist_ok=True)
+    out = guard_output(Path(out_dir).expanduser(), 'sweep'); out.mkdir(parents=True, exist_ok=True)   # never inside a dataset
     nb = Path(notebook).expanduser().resolve() if notebook else None
     todo, reused = _check_existing(runs, rerun)
     for r in reused: say(f"[sweep] {r.name}: {run_state(r.dir)}, same config: kept")

@@ -678,7 +678,7 @@ def _check_resume(saved: dict, cfg: Config, path: Path) -> None:
         raise ValueError(f"{path}: cannot resume, the config differs from the checkpoint's: " +
                          ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items()))
 
-RUN_FILES = ('last.pt', 'best.pt', 'metrics.json', 'config.json')
+RUN_FILES = ('last.pt', 'best.pt', 'metrics.json')           # a run; config.json alone (a dry run) is not one
 
 def prepare_run_folder(out: Path, resume: bool = False, overwrite: bool = False) -> Path:
     "Check what `out` holds before a run writes there: refuse to overwrite a run, refuse to resume nothing."
@@ -694,7 +694,8 @@ def prepare_run_folder(out: Path, resume: bool = False, overwrite: bool = False)
             m = json.loads((out / 'metrics.json').read_text()); what = f" ({m['epochs_done']} of {m['config']['epochs']} epochs done)"
         raise FileExistsError(f"{out}: already holds a run{what}; pass --resume to continue it or --overwrite to start again")
     elif held:
-        for f in held: (out / f).unlink()
+        for f in (*held, 'config.json'):
+            if (out / f).exists(): (out / f).unlink()
     return out
 
 def setup_processes(device: str) -> tuple[int, int, torch.device]:
