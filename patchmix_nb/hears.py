@@ -246,12 +246,11 @@ class HearsBrowser:
 
     def render(self):
         import matplotlib.pyplot as plt
-        from IPython.display import display
         if self.cycle.value is None: return
         self.status.value = 'drawing…'
         fig = self.fig = self.figure(self.cycle.value)                     # kept: the last figure drawn
-        with self.out:
-            self.out.clear_output(wait=True); display(fig)
+        self.out.outputs = ()                                              # set the Output's state directly:
+        self.out.append_display_data(fig)                                  # no capture protocol, safe headless
         plt.close(fig)
         self.status.value = f'{len(self.rows())} cycles'
 
