@@ -481,6 +481,7 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
                          path=cache_dir)
     key = cache_key(manifest)
     final = cache_dir / key
+    remove_stale_builds(cache_dir)  # temp folders of builds whose process is gone (kill -9, power cut)
     if final.exists():
         try:
             c = load_cache(final)
@@ -492,7 +493,6 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
             _discard(final)
     try: cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise _io_error(e, cache_dir) from None
-    remove_stale_builds(cache_dir)
     shape = tuple(manifest['params']['shape'])
     header = io.BytesIO()
     np.lib.format.write_array_header_2_0(header, dict(descr=np.lib.format.dtype_to_descr(np.dtype(dtype)),
