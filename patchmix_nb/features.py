@@ -87,9 +87,10 @@ def _fbank_chunk(w: torch.Tensor) -> torch.Tensor:
     buf = _BUF.buf
     fr = w.unfold(-1, 400, 160)  # (n, F, 400) strided view of the waveform
     b = buf[..., :400]
-    d = fr - fr.mean(-1, keepdim=True)  # u = x - mean(x), per frame
-    torch.sub(d[..., 1:], d[..., :-1], alpha=0.97, out=b[..., 1:])  # v_j = u_j - 0.97 u_{j-1}
-    torch.mul(d[..., 0], 0.03, out=b[..., 0])  # v_0 = u_0 - 0.97 u_0
+    # pre-emphasis of u = x - mean(x) without materialising u: v_j = x_j - 0.97 x_{j-1} - 0.03 mean (v_0 = 0.03 u_0)
+    torch.sub(fr[..., 1:], fr[..., :-1], alpha=0.97, out=b[..., 1:])
+    torch.mul(fr[..., 0], 0.03, out=b[..., 0])
+    b.sub_(fr.mean(-1, keepdim=True), alpha=0.03)
     b.mul_(win)
     spec = torch.view_as_real(torch.fft.rfft(buf))  # (n, F, 257, 2)
     p2 = spec.square_().view(n * F, 514)  # Re^2, Im^2 interleaved
@@ -246,9 +247,9 @@ def _plan(index, missing: str = 'error') -> tuple[pd.DataFrame, list, list]:
 
 
 def cache_manifest(index, sample_rate: int = SAMPLE_RATE, duration: float = DURATION, pad: str = 'repeat',
-                   dtype: str = 'float16', missing: str = 'error') -> dict:
+                   dtype: str = 'float16', missing: str = 'error', plan: tuple | None = None) -> dict:
     "The manifest whose hash keys a feature cache: data files (by content), cycles with labels, and parameters."
-    cyc, tasks, skipped = _plan(index, missing)
+    cyc, tasks, skipped = plan if plan is not None else _plan(index, missing)
     files = [_file_sig(wav) for wav, *_ in tasks]
     if 'txt' in index.recordings:
         files += [_file_sig(t, text=True) for t in index.recordings['txt'].dropna()]
@@ -470,7 +471,9 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
         raise ValueError(f"pad must be 'repeat' or 'zero', got {pad!r}")
     if missing not in ('error', 'skip'):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
-    manifest = cache_manifest(index, sample_rate, duration, pad, dtype, missing)
+    plan = _plan(index, missing)
+    cyc, tasks, _ = plan
+    manifest = cache_manifest(index, sample_rate, duration, pad, dtype, missing, plan)
     cache_dir = guard_output(cache_dir, 'cache')
     data_dirs = {Path(f['path']).parent for f in manifest['files']}
     if any(cache_dir == d or d in cache_dir.parents for d in data_dirs):
@@ -478,7 +481,7 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
                          path=cache_dir)
     key = cache_key(manifest)
     final = cache_dir / key
-    cyc, tasks, _ = _plan(index, missing)
+    remove_stale_builds(cache_dir)  # temp folders of builds whose process is gone (kill -9, power cut)
     if final.exists():
         try:
             c = load_cache(final)
@@ -490,7 +493,6 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
             _discard(final)
     try: cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise _io_error(e, cache_dir) from None
-    remove_stale_builds(cache_dir)
     shape = tuple(manifest['params']['shape'])
     header = io.BytesIO()
     np.lib.format.write_array_header_2_0(header, dict(descr=np.lib.format.dtype_to_descr(np.dtype(dtype)),

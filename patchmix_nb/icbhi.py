@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -701,7 +702,8 @@ def holds_icbhi(folder: str | os.PathLike) -> str | None:
 def guard_output(dest: str | os.PathLike, what: str = 'output') -> Path:
     "Resolved `dest`, or `ICBHIError` (one line, both paths) if `dest` is, or is inside, a folder holding ICBHI data."
     p = Path(dest).expanduser().resolve()
-    for d in (p, *p.parents):
+    shared = {Path(x).resolve() for x in ('/', Path.home(), tempfile.gettempdir())}  # too wide to be "the dataset"
+    for d in (p, *(q for q in p.parents if q not in shared)):
         found = holds_icbhi(d) if d.is_dir() else None
         if found is not None:
             where = 'is' if d == p else 'is inside'

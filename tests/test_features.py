@@ -241,3 +241,64 @@ def test_load_cache_and_dataset(tmp_path):
         FeatureDataset(c2, np.ones(3, bool))
     with pytest.raises(ICBHIError, match='not a feature cache'):
         load_cache(tmp_path)
+
+
+# ---------------------------------------------------------------- keyed by content
+
+def _synthetic_index(tmp_path):
+    from patchmix_nb.icbhi import load_index
+    from patchmix_nb.synthetic import make_synthetic
+    return make_synthetic(tmp_path / 'icbhi', recordings=4, seed=5)
+
+
+def _edit_keeping_size_and_mtime(p: Path, edit) -> None:
+    st = p.stat()
+    data = p.read_bytes()
+    new = edit(data)
+    assert len(new) == len(data) and new != data
+    p.write_bytes(new)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (p.stat().st_size, p.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_annotation_edit_with_size_and_mtime_kept_is_seen(tmp_path):
+    "Old key: size + mtime, so flipping a flag in place (same size and mtime) reused the old labels."
+    from patchmix_nb.icbhi import load_index
+    data = _synthetic_index(tmp_path)
+    index = load_index(data)
+    first = build_cache(index, tmp_path / 'cache', workers=1)
+    txt = Path(index.recordings.txt[0])
+    lines = txt.read_text().splitlines()
+    flags = lines[0].split('\t')
+    flags[2] = '1' if flags[2] == '0' else '0'  # flip the crackle flag of cycle 0
+    _edit_keeping_size_and_mtime(txt, lambda b: ('\n'.join(['\t'.join(flags)] + lines[1:]) + '\n').encode())
+    index2 = load_index(data)
+    second = build_cache(index2, tmp_path / 'cache', workers=1)
+    assert second.path != first.path
+    row = np.flatnonzero((second.cycles.stem == index2.recordings.stem[0]).to_numpy())[0]
+    assert second.cycles.label[row] != first.cycles.label[row]
+    assert second.cycles['label'].tolist() == index2.cycles['label'].tolist()  # labels: this run's annotations
+    assert FeatureDataset(second).labels.tolist() == index2.cycles['label'].tolist()
+
+
+def test_audio_edit_with_size_and_mtime_kept_is_seen(tmp_path):
+    from patchmix_nb.icbhi import load_index
+    data = _synthetic_index(tmp_path)
+    index = load_index(data)
+    key = cache_key(cache_manifest(index))
+    wav = Path(index.recordings.wav[1])
+    _edit_keeping_size_and_mtime(wav, lambda b: b[:44] + bytes(255 - x for x in b[44:]))  # every sample changed
+    assert cache_key(cache_manifest(load_index(data))) != key
+    # the sample of the key: the header, and blocks spread over the file
+    _edit_keeping_size_and_mtime(wav, lambda b: b[:20] + bytes([b[20] ^ 1]) + b[21:])  # one header byte
+    assert cache_key(cache_manifest(load_index(data))) not in (key,)
+
+
+def test_key_is_fast(tmp_path):
+    "Hashing reads a sample of each wav: the manifest of a set costs a small fraction of its build."
+    from patchmix_nb.icbhi import load_index
+    index = load_index(_synthetic_index(tmp_path))
+    t = time.perf_counter()
+    for _ in range(5): cache_manifest(index)
+    per = (time.perf_counter() - t) / 5
+    assert per < 0.05 * len(index.recordings), per  # < 50 ms per recording even on a busy machine (~1 ms quiet)
