@@ -915,10 +915,10 @@ def load_run(ckpt, device: str = 'cpu') -> tuple[Config, Parts]:
 
 def evaluate_run(ckpt, data_dir: str | None = None, split: str = 'test', device: str = 'cpu', cache: str | None = None) -> dict:
     "Score a checkpoint on a split of `data_dir` (default: the data it was trained on)."
+    if split not in ('train', 'val', 'test'): raise ValueError(f"split must be train, val or test; got {split!r}")
     cfg, parts = load_run(ckpt, device)
     cfg = replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir, cache=cache or cfg.cache)
-    d = load_data(cfg)
-    if split not in ('train', 'val', 'test'): raise ValueError(f"split must be train, val or test; got {split!r}")
+    d = load_data(cfg)                                     # checked the arguments first: no cache built for a typo
     rows = d.rows(split)
     if len(rows) == 0: raise ValueError(f"{d.data_dir}: no cycles in split {split!r}")
     logits, y = predict_logits(parts, eval_loader(d, rows))
