@@ -369,6 +369,9 @@ def _source_grid(n: int, fmt: str, model: AST, config: dict | None, path) -> tup
         s = math.isqrt(n)
         if s * s == n: return s, s                                     # ImageNet: square grid
     if n % model.grid[0] == 0: return model.grid[0], n // model.grid[0]   # audio: same mel rows, other length
+    if fmt == 'ast' and n % 12 == 0 and model.stride != (10, 10):
+        raise CheckpointError(f"its {n} positions are AudioSet's grid of 12 x {n // 12} patches at stride (10, 10); "
+                              f"the model has stride {model.stride}: use patch_stride=10 (the paper) with this checkpoint", path)
     raise CheckpointError(f"cannot infer the source grid of {n} positions; pass src_grid=(freq, time)", path)
 
 def load_pretrained(model: AST, path, format: Literal['auto', 'deit', 'ast', 'hf'] = 'auto',

@@ -68,6 +68,8 @@ class Config:
     pretrained: str | None = _f(None, 'local checkpoint: timm DeiT, official AST AudioSet or Hugging Face AST')
     pos_embed_mode: str = _f('upstream', "positional-embedding adaptation: 'upstream' (the paper) or 'canonical'")
     pool: str = _f('cls', "AST pooling: 'cls' = (cls + dist)/2 (the paper) or 'mean' of the patch tokens (from-scratch demos)")
+    patch_stride: int = _f(10, 'AST patch stride in mel bins and frames: 10 (the paper) overlaps the 16x16 patches; '
+                           '16 tiles them, with about 2.4x fewer tokens (the from-scratch demo)')
     norm: str = _f('audioset', "input scale: 'audioset' (the paper's fixed constants) or 'dataset' (standardise with train-split statistics)")
     # method
     method: str = _f('patchmix_cl', 'ce | patchmix_ce | patchmix_cl | mixup | cutmix')
@@ -120,12 +122,13 @@ PRESETS: dict[str, dict] = {
     'paper': dict(model='ast-base', method='patchmix_cl', epochs=50, batch_size=8, lr=5e-5, weight_decay=1e-6,
                   min_lr_ratio=1e-3, ma_beta=0.5, specaug='upstream', pos_embed_mode='upstream', duration=8.0,
                   pad='repeat', mix_beta=1.0, temperature=0.06, alpha=1.0, precision='amp', pool='cls',
-                  norm='audioset', max_steps=None),
-    'cpu-demo': dict(model='ast-tiny', method='patchmix_cl', epochs=14, batch_size=16, lr=1e-3, min_lr_ratio=1.0,
-                     weight_decay=1e-6, ma_beta=0.5, specaug='off', duration=2.0, pool='mean', norm='dataset',
-                     precision='auto', synthetic_recordings=160, report_best_on_test=False),
+                  norm='audioset', patch_stride=10, max_steps=None),
+    'cpu-demo': dict(model='ast-tiny', method='patchmix_cl', epochs=16, batch_size=8, lr=5e-4, min_lr_ratio=1.0,
+                     weight_decay=1e-6, ma_beta=0.5, specaug='off', duration=2.0, patch_stride=16, pool='mean',
+                     norm='dataset', precision='auto', synthetic_recordings=160, report_best_on_test=False),
     'smoke': dict(model='ast-tiny', method='patchmix_cl', epochs=1, max_steps=3, batch_size=8, lr=1e-3, min_lr_ratio=1.0,
-                  specaug='off', duration=2.0, pool='mean', norm='dataset', precision='auto', synthetic_recordings=48),
+                  specaug='off', duration=2.0, patch_stride=16, pool='mean', norm='dataset', precision='auto',
+                  synthetic_recordings=48),
 }
 
 def make_config(preset: str | None = None, **overrides) -> Config:
@@ -156,6 +159,7 @@ def check_config(cfg: Config) -> Config:
     need(cfg.device in ('auto', 'cpu', 'cuda') or cfg.device.startswith('cuda:'), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.epochs >= 1 and cfg.batch_size >= 2, "epochs must be >= 1 and batch_size >= 2 (BatchNorm and mixing need pairs)")
     need(cfg.max_steps is None or cfg.max_steps >= 1, f"max_steps must be >= 1 (or None for whole epochs), got {cfg.max_steps}")
+    need(1 <= cfg.patch_stride <= 16, f"patch_stride must be 1..16 (the patches are 16x16; a larger stride would skip bins), got {cfg.patch_stride}")
     need(cfg.duration > 0, f"duration must be > 0 seconds (the paper: 8), got {cfg.duration}")
     need(cfg.temperature > 0, f"temperature τ must be > 0 (the paper: 0.06; τ <= 0 divides by zero or flips the softmax), got {cfg.temperature}")
     need(cfg.lr > 0 and cfg.mix_beta > 0, f"lr and mix_beta must be > 0, got lr={cfg.lr}, mix_beta={cfg.mix_beta}")
@@ -440,7 +444,8 @@ def class_weights(labels: np.ndarray, n_cls: int) -> torch.Tensor:
 def build_parts(cfg: Config, n_frames: int, device: torch.device, train_labels: np.ndarray | None = None,
                 verbose: bool = False) -> Parts:
     "Backbone (+ local pretrained weights), head, projector (patchmix_cl) and class weights, on `device`."
-    model = create_backbone(cfg.model, n_frames=n_frames, n_mels=128, **({'pool': cfg.pool} if cfg.model.startswith('ast') else {}))
+    model = create_backbone(cfg.model, n_frames=n_frames, n_mels=128, 
+                            **(dict(pool=cfg.pool, stride=(cfg.patch_stride,) * 2) if cfg.model.startswith('ast') else {}))
     if cfg.pretrained:
         report = load_pretrained(model, cfg.pretrained, pos_embed_mode=cfg.pos_embed_mode)
         if verbose: print(report)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from patchmix_nb.ast import AST, ast_config
+from patchmix_nb.ast import AST, CheckpointError, ast_config
 from patchmix_nb import train as T
 from patchmix_nb.train import (STEPS, Config, MovingAverageUpdate, TrainingDiverged, build_parts, cosine_lr, evaluate_run,
                                load_checkpoint, load_data, make_config, make_optimizer, modules, n_frames_for,
@@ -80,6 +80,16 @@ def test_evaluate_reproduces_selected_epoch(run_dir):
     assert np.array(r['confusion']).sum() == r['n']
 
 
+def test_patch_stride_sets_the_token_grid_and_travels_with_the_run(run_dir):
+    out, m = run_dir
+    assert m['config']['patch_stride'] == 16                            # the cpu-demo preset tiles its patches
+    cfg, parts = T.load_run(out / 'best.pt')
+    assert (cfg.patch_stride, parts.model.grid, parts.model.stride) == (16, (8, 12), (16, 16))   # 2 s clips: 96 tokens
+    paper_grid = build_parts(replace(cfg, patch_stride=10), n_frames_for(2.0), torch.device('cpu')).model.grid
+    assert paper_grid == (12, 19)                                        # the paper's overlapping patches: 228
+    assert Config.from_dict({k: v for k, v in m['config'].items() if k != 'patch_stride'}).patch_stride == 10  # older runs
+
+
 def test_predict_recording_with_and_without_annotation(run_dir):
     out, _ = run_dir
     d = load_data(make_config('cpu-demo', duration=2.0, synthetic_recordings=48))
@@ -127,7 +137,8 @@ def test_config_errors():
         Config.from_dict({'lr': 1e-3, 'learning_rate': 1e-3})
     for bad, msg in ((dict(temperature=0), 'temperature'), (dict(temperature=-1), 'temperature'), (dict(max_steps=0), 'max_steps'),
                      (dict(duration=0), 'duration must be > 0'), (dict(pos_embed_mode='bogus'), 'pos_embed_mode'),
-                     (dict(precision='fp8'), 'precision'), (dict(class_split='diagnosis'), 'n_cls must be one of 2, 3')):
+                     (dict(precision='fp8'), 'precision'), (dict(class_split='diagnosis'), 'n_cls must be one of 2, 3'),
+                     (dict(patch_stride=0), 'patch_stride must be 1..16'), (dict(patch_stride=17), 'would skip bins')):
         with pytest.raises(ValueError, match=msg):
             make_config(**bad)
     assert Config.from_dict({'amp': False}).precision == 'fp32'         # configs saved before `precision` still load
@@ -143,7 +154,9 @@ def test_train_from_official_ast_checkpoint(tmp_path):
     ck = tmp_path / 'audioset_tiny.pth'
     torch.save(sd, ck)
     out = tmp_path / 'run'
-    m = train(make_config('cpu-demo', pretrained=str(ck), out_dir=str(out), **{**TINY, 'epochs': 1, 'lr': 1e-12,
+    with pytest.raises(CheckpointError, match=r'stride \(10, 10\); the model has stride \(16, 16\): use patch_stride=10'):
+        train(make_config('cpu-demo', pretrained=str(ck), out_dir=str(tmp_path / 'tiled'), **{**TINY, 'epochs': 1}), log=None)
+    m = train(make_config('cpu-demo', pretrained=str(ck), out_dir=str(out), **{**TINY, 'epochs': 1, 'lr': 1e-12, 'patch_stride': 10,
                                                                               'ma_beta': 0.0, 'specaug': 'off'}), log=None)
     w = load_checkpoint(out / 'last.pt')['model']
     torch.testing.assert_close(w['blocks.0.attn.qkv.weight'], src.state_dict()['blocks.0.attn.qkv.weight'],
