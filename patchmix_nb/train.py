@@ -444,7 +444,7 @@ def class_weights(labels: np.ndarray, n_cls: int) -> torch.Tensor:
 def build_parts(cfg: Config, n_frames: int, device: torch.device, train_labels: np.ndarray | None = None,
                 verbose: bool = False) -> Parts:
     "Backbone (+ local pretrained weights), head, projector (patchmix_cl) and class weights, on `device`."
-    model = create_backbone(cfg.model, n_frames=n_frames, n_mels=128, 
+    model = create_backbone(cfg.model, n_frames=n_frames, n_mels=128,
                             **(dict(pool=cfg.pool, stride=(cfg.patch_stride,) * 2) if cfg.model.startswith('ast') else {}))
     if cfg.pretrained:
         report = load_pretrained(model, cfg.pretrained, pos_embed_mode=cfg.pos_embed_mode)
