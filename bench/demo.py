@@ -37,13 +37,13 @@ from patchmix_nb.train import (CycleDataset, MovingAverageUpdate, ShardedBatches
 BASELINE = dict(batch_size=16, lr=1e-3, epochs=14, patch_stride=10)   # cpu-demo until 2026-11-29: 346 s, Score 47.90
 
 
-def time_epoch(cfg, data) -> dict:
+def time_epoch(cfg, data, stats) -> dict:
     "Seconds of one training epoch (`run_epoch`, all batches) and of one validation and one test evaluation."
     dev = resolve_device(cfg.device)
     tr, va, te = data.rows('train'), data.rows('val'), data.rows('test')
     seed_everything(cfg.seed)
     parts = build_parts(cfg, data.cache.features.shape[1], dev, data.labels[tr])
-    parts.input_norm = data.input_stats()
+    if cfg.norm == 'dataset': parts.input_norm = stats                   # as train(): train-split statistics
     opt, scaler, ma = make_optimizer(parts), make_scaler(parts), MovingAverageUpdate(modules(parts), cfg.ma_beta)
     s = seed_everything(cfg.seed, 1)
     parts.generator.manual_seed(s + 2)
@@ -70,6 +70,7 @@ def main(argv=None) -> dict:
     base = make_config('cpu-demo', progress=False, **{k: parse_value(k, v)
                                                      for k, v in base_changes.items()})
     data = load_data(cur)                                                  # the same cache for both (same clips)
+    stats = data.input_stats()                                             # read the training features once
     precision = str(amp_dtype(resolve_device(cur.device), cur.precision) or 'float32').replace('torch.', '')
     load = os.getloadavg()[0]
     print(f"cpu-demo epoch: {len(data.rows('train'))} training, {len(data.rows('val'))} val, {len(data.rows('test'))} test "
@@ -77,7 +78,7 @@ def main(argv=None) -> dict:
     runs = {'baseline': [], 'cpu-demo': []}
     for r in range(a.reps):
         for name, cfg in (('baseline', base), ('cpu-demo', cur)):
-            t = time_epoch(cfg, data)
+            t = time_epoch(cfg, data, stats)
             runs[name].append(t)
             print(f"  rep {r + 1} {name:8s}: train {t['train_s']:6.2f} s ({t['steps']} steps), val {t['val_s']:.2f} s, "
                   f"test {t['test_s']:.2f} s", flush=True)
