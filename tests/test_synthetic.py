@@ -121,7 +121,7 @@ def test_deterministic_and_order_independent(data, tmp_path):
 
 
 def test_loads_with_icbhi_reader(data):
-    icbhi = pytest.importorskip('patchmix_nb.icbhi', reason='patchmix_nb.icbhi (nbs/00_icbhi.ipynb) not exported yet')
+    icbhi = pytest.importorskip('patchmix_nb.icbhi', reason='patchmix_nb.icbhi (nbs/01_icbhi.ipynb) not exported yet')
     idx = icbhi.load_index(data)
     assert idx.problems == []
     rec, cyc = idx.recordings, idx.cycles

@@ -1,18 +1,18 @@
 """Build the docs site offline: execute the notebooks and render them to HTML with a navigation built from nbs/index.ipynb.
 
 `nbdev_docs` needs Quarto, which cannot be installed here; this is the offline path (where Quarto exists, `nbdev_docs`
-still works). Each notebook listed in the index's notebook table (a row per notebook: `| \\`00_icbhi\\` | ... |`) is
+still works). Each notebook listed in the index's notebook table (a row per notebook: `| \\`01_icbhi\\` | ... |`) is
 executed with the inline matplotlib backend (so figures are embedded as PNG; cells flagged with settings.ini's
 `tst_flags`, e.g. `#| notest`, are shown but not run, as nbdev_test does), its `#| hide` cells are left out (after
 they ran), nbdev directives (`#| export`, ...) are stripped from the code shown, and it is written as `OUT/<name>.html`
 with a sidebar linking every page; `OUT/index.html` is the index notebook itself. `OUT/manifest.json` records, per
 page, the figures its executed notebook produced and the time it took.
 
-    python tools/docs.py [--out _docs] [--only 04_explore 08_metrics] [--jobs N] [--timeout S]
+    python tools/docs.py [--out _docs] [--only 05_explore 10_metrics] [--jobs N] [--timeout S]
     python tools/docs.py --check _docs     # every page there, with its figures, every link resolving
 
 `--check` fails when a notebook of the table has no page, a page lacks the figures its notebook produced, a numbered
-notebook (other than those in --no-figures, default `12_cli` and `12a_main`, the command line) produced none, a local link does not resolve, or an
+notebook (other than those in --no-figures, default `22_cli` and `23_main`, the command line) produced none, a local link does not resolve, or an
 nbdev directive or a hidden cell's code shows.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def notebook_table(index: Path) -> list[dict]:
             m = ROW.match(line)
             if m and (index.parent / f'{m[1]}.ipynb').exists():
                 rows.append(dict(name=m[1], module=m[2].strip('`'), idea=m[3]))
-    if not rows: raise SystemExit(f'{index}: no table of notebooks (rows like "| `00_icbhi` | `icbhi` | idea |") found')
+    if not rows: raise SystemExit(f'{index}: no table of notebooks (rows like "| `01_icbhi` | `icbhi` | idea |") found')
     return rows
 
 
@@ -157,7 +157,7 @@ def render(nb, name: str, title: str, rows: list[dict], names: set[str], mathjax
         stem = target[:-6].lstrip('./') if target.endswith('.ipynb') else None
         return f'{m[1]}{page(stem)}{m[2][len(target):]}"' if stem in names else m[0]
     body = re.sub(r'(href=")([^"]+\.ipynb(?:#[^"]*)?)"', relink, body)
-    # inline `00_icbhi`-style names of notebooks become links to their pages
+    # inline `01_icbhi`-style names of notebooks become links to their pages
     return re.sub(r'<code>([\w/]+)</code>', lambda m: f'<a href="{page(m[1])}"><code>{m[1]}</code></a>'
                   if m[1] in names and m[1] != name else m[0], body)
 
@@ -207,7 +207,7 @@ def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int 
     return manifest
 
 
-def check(out: Path, no_figures: tuple[str, ...] = ('12_cli', '12a_main')) -> list[str]:
+def check(out: Path, no_figures: tuple[str, ...] = ('22_cli', '23_main')) -> list[str]:
     "Problems with a built site (empty when fine): missing pages, missing figures, broken links, visible directives."
     mpath = out / 'manifest.json'
     if not mpath.exists(): return [f'{mpath}: no manifest; build the docs first (python tools/docs.py --out {out})']
@@ -248,7 +248,7 @@ def main(argv=None):
     ap.add_argument('--timeout', type=int, default=900, help='seconds per cell (default 900)')
     ap.add_argument('--all-cells', action='store_true', help="also run cells flagged with settings.ini's tst_flags")
     ap.add_argument('--check', metavar='DIR', help='check a built site instead of building')
-    ap.add_argument('--no-figures', nargs='*', default=['12_cli', '12a_main'], help='numbered notebooks allowed to have no figure')
+    ap.add_argument('--no-figures', nargs='*', default=['22_cli', '23_main'], help='numbered notebooks allowed to have no figure')
     a = ap.parse_args(argv)
     if a.check:
         problems = check(Path(a.check), tuple(a.no_figures))

@@ -1,4 +1,4 @@
-"Tests of the exploration helpers (patchmix_nb.plots) and of nbs/04_explore.ipynb run by papermill on the real sample."
+"Tests of the exploration helpers (patchmix_nb.explore) and of nbs/05_explore.ipynb run by papermill on the real sample."
 import os
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.colors import to_rgb
 from patchmix_nb.icbhi import CLASSES, CLASS_COLORS, LOCATIONS, MODES, load_index
 from patchmix_nb.synthetic import make_synthetic
-from patchmix_nb.plots import (duration_extremes, pick_class_examples, plot_class_examples, plot_device_balance,
+from patchmix_nb.explore import (duration_extremes, pick_class_examples, plot_class_examples, plot_device_balance,
                                plot_duration_histogram, plot_sample_rates, recording_browser, recording_view,
                                sample_rate_table, mel_bin_of_hz, load_recording_data)
 
@@ -180,8 +180,8 @@ def test_browser(index):
 @pytest.mark.skipif(not (ICBHI/'sample').is_dir(), reason='real ICBHI sample not available')
 def test_notebook_on_real_sample(tmp_path):
     papermill = pytest.importorskip('papermill')
-    out = tmp_path/'04_explore.ipynb'
-    nb = papermill.execute_notebook(str(NBS/'04_explore.ipynb'), str(out), parameters={'data_dir': str(ICBHI/'sample')},
+    out = tmp_path/'05_explore.ipynb'
+    nb = papermill.execute_notebook(str(NBS/'05_explore.ipynb'), str(out), parameters={'data_dir': str(ICBHI/'sample')},
                                     kernel_name='python3', cwd=str(NBS), progress_bar=False, execution_timeout=300)
     text = '\n'.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
     assert '10 recordings' in text and '97 cycles' in text
