@@ -1,11 +1,13 @@
 """Benchmark: what one `cpu-demo` training epoch costs, the preset against a baseline setting, timed alternately in one run
 (a script, not a test).
 
-An epoch is timed as `train` runs it: `run_epoch` over every training batch of the synthetic demo set (the trainer's
-loader, `train_step` with the preset's precision and fused passes), then `evaluate` on the validation split. The
-projected training time is `epochs x (train + val)` plus two test evaluations (the selected epoch's and the last), which
-is what `train` does with `report_best_on_test=False`. The baseline is the preset before 2026-11-29 (batch 16, lr 1e-3,
-14 epochs, overlapping patches: stride 10); `--baseline KEY=VALUE ...` sets another one.
+An epoch is timed as `train` runs it, by `train`'s own `train_epoch` on a learner from `setup_run`: the epoch's seeding,
+learning rate and loader, `run_epoch` over every training batch of the synthetic demo set (`train_step` with the
+preset's precision and fused passes), then `evaluate` on the validation split (`train_epoch`'s own timings, to 10 ms);
+then the test split is scored and timed. The projected training time is `epochs x (train + val)` plus two test
+evaluations (the selected epoch's and the last), which is what `train` does with `report_best_on_test=False`. The
+baseline is the preset before 2026-11-29 (batch 16, lr 1e-3, 14 epochs, overlapping patches: stride 10); `--baseline
+KEY=VALUE ...` sets another one.
 
 What it measures is the compute per run, not what the run learns: the Score of each setting comes from training it
 (`patchmix train --preset cpu-demo`, see bench/README.md).
@@ -27,35 +29,26 @@ from dataclasses import replace
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import torch
-from torch.utils.data import DataLoader
 
-from patchmix_nb.sweep import parse_value
-from patchmix_nb.train import (CycleDataset, MovingAverageUpdate, ShardedBatches, amp_dtype, build_parts, eval_loader,
-                               evaluate, load_data, make_config, make_optimizer, make_scaler, modules, resolve_device,
-                               run_epoch, seed_everything)
+from patchmix_nb.config import make_config, parse_value
+from patchmix_nb.data import eval_loader, load_data
+from patchmix_nb.devices import amp_dtype, resolve_device
+from patchmix_nb.train import TrainingRun, evaluate, seed_everything, setup_run, train_epoch
 
 BASELINE = dict(batch_size=16, lr=1e-3, epochs=14, patch_stride=10)   # cpu-demo until 2026-11-29: 346 s, Score 47.90
 
 
-def time_epoch(cfg, data, stats) -> dict:
-    "Seconds of one training epoch (`run_epoch`, all batches) and of one validation and one test evaluation."
-    dev = resolve_device(cfg.device)
-    tr, va, te = data.rows('train'), data.rows('val'), data.rows('test')
-    seed_everything(cfg.seed)
-    parts = build_parts(cfg, data.cache.features.shape[1], dev, data.labels[tr])
-    if cfg.norm == 'dataset': parts.input_norm = stats                   # as train(): train-split statistics
-    opt, scaler, ma = make_optimizer(parts), make_scaler(parts), MovingAverageUpdate(modules(parts), cfg.ma_beta)
-    s = seed_everything(cfg.seed, 1)
-    parts.generator.manual_seed(s + 2)
-    batches = DataLoader(CycleDataset(data, tr), batch_sampler=ShardedBatches(len(tr), cfg.batch_size, s))
+def time_epoch(cfg, data) -> dict:
+    "Seconds of one training epoch (`train_epoch`: all batches, then validation) and of one test evaluation."
+    cfg = replace(cfg, report_best_on_test=False)                          # the epoch scores validation only
+    seed_everything(cfg.seed)                                              # as start_run, then its setup_run
+    run = TrainingRun(cfg, None, data, setup_run(cfg, data=data), eval_loader(data, data.rows('val')),
+                      eval_loader(data, data.rows('test')))                # no run folder: train_epoch writes nothing
+    h = train_epoch(run, 1)                                                # train's epoch 1: seeding, lr, loader, val
     t0 = time.perf_counter()
-    steps = run_epoch(parts, batches, opt, ma, scaler)
-    t1 = time.perf_counter()
-    evaluate(parts, eval_loader(data, va))
-    t2 = time.perf_counter()
-    evaluate(parts, eval_loader(data, te))
-    t3 = time.perf_counter()
-    return dict(train_s=t1 - t0, val_s=t2 - t1, test_s=t3 - t2, steps=len(steps['loss']))
+    evaluate(run.learner.model, run.test_loader)
+    return dict(train_s=h['seconds'], val_s=h['eval_seconds'], test_s=time.perf_counter() - t0,
+                steps=len(h['steps']['loss']))
 
 
 def main(argv=None) -> dict:
@@ -70,7 +63,6 @@ def main(argv=None) -> dict:
     base = make_config('cpu-demo', progress=False, **{k: parse_value(k, v)
                                                      for k, v in base_changes.items()})
     data = load_data(cur)                                                  # the same cache for both (same clips)
-    stats = data.input_stats()                                             # read the training features once
     precision = str(amp_dtype(resolve_device(cur.device), cur.precision) or 'float32').replace('torch.', '')
     load = os.getloadavg()[0]
     print(f"cpu-demo epoch: {len(data.rows('train'))} training, {len(data.rows('val'))} val, {len(data.rows('test'))} test "
@@ -78,7 +70,7 @@ def main(argv=None) -> dict:
     runs = {'baseline': [], 'cpu-demo': []}
     for r in range(a.reps):
         for name, cfg in (('baseline', base), ('cpu-demo', cur)):
-            t = time_epoch(cfg, data, stats)
+            t = time_epoch(cfg, data)
             runs[name].append(t)
             print(f"  rep {r + 1} {name:8s}: train {t['train_s']:6.2f} s ({t['steps']} steps), val {t['val_s']:.2f} s, "
                   f"test {t['test_s']:.2f} s", flush=True)

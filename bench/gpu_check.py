@@ -18,13 +18,17 @@ Exits 1 if any check fails, printing which.
 from __future__ import annotations
 
 import argparse, json, os, sys, tempfile, time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import torch
 
-from patchmix_nb.train import amp_dtype, evaluate_run, make_config, resolve_device, train
+from patchmix_nb.config import make_config
+from patchmix_nb.devices import amp_dtype, resolve_device
+from patchmix_nb.inference import evaluate_run
+from patchmix_nb.train import train
 
 
 def check(precision: str, args, root: Path) -> dict:
@@ -41,7 +45,7 @@ def check(precision: str, args, root: Path) -> dict:
     if not all(map(lambda v: v == v and abs(v) != float('inf'), steps)): res['problems'].append('non-finite loss')
     res['step_s'] = h['seconds'] / len(steps); res['samples_per_s'] = args.batch / res['step_s']
     res['icbhi_epoch_s'] = res['step_s'] * (4142 // args.batch)
-    m2 = train(make_config(**{**cfg.to_dict(), 'epochs': 2, 'preset': None}), resume=True, log=None)
+    m2 = train(replace(cfg, epochs=2), resume=True, log=None)
     if [e['epoch'] for e in m2['history']] != [1, 2]: res['problems'].append(f"resume: history {[e['epoch'] for e in m2['history']]}")
     ev = evaluate_run(out / 'best.pt', device=str(dev))
     res['eval_score'], res['reported_score'] = ev['score'], m2['test']['score']

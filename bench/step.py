@@ -55,11 +55,11 @@ from collections import defaultdict
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import torch
-import torch.nn.functional as F
 from torch.utils import flop_counter as fc
 
-from patchmix_nb.train import (MovingAverageUpdate, amp_dtype, build_parts, cpu_bf16_native, make_config, make_optimizer,
-                               make_scaler, modules, train_step)
+from patchmix_nb.config import make_config
+from patchmix_nb.devices import cpu_bf16_native
+from patchmix_nb.train import setup_run
 
 N_CLS, N_FRAMES, N_MELS = 4, 798, 128
 TAU, ALPHA, LR, WD = 0.06, 1.0, 5e-5, 1e-6
@@ -117,25 +117,25 @@ def _custom_mapping() -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------- step
 class Trainer:
-    "The trainer's own step (`patchmix_nb.train.train_step`: ma snapshot, forward, backward, Adam, blend) on a fixed batch."
+    """The trainer's own setup (`setup_run`) and step (`Learner.step` = `train_step`: ma snapshot, forward, backward,
+    Adam, blend) on a fixed batch."""
     def __init__(self, name: str, batch: int, device: str = 'cpu', precision: str = 'fp32', seed: int = 0):
         torch.manual_seed(seed)
         self.device = device
         cfg = make_config(model=name, method='patchmix_cl', batch_size=batch, lr=LR, weight_decay=WD, temperature=TAU,
                           alpha=ALPHA, precision=precision, device=device, ma_beta=0.5)
-        self.parts = build_parts(cfg, N_FRAMES, torch.device(device))
-        self.model = self.parts.model
-        self.n_params = sum(p.numel() for m in modules(self.parts) for p in m.parameters())
-        self.opt, self.scaler = make_optimizer(self.parts), make_scaler(self.parts)
-        self.ma = MovingAverageUpdate(modules(self.parts), cfg.ma_beta)
+        self.learner = setup_run(cfg, N_FRAMES, device)                  # model, Adam, scaler, ma_update as train()
+        self.model = self.learner.model
+        self.backbone = self.model.backbone
+        self.n_params = sum(p.numel() for p in self.model.parameters())
         self.x = torch.randn(batch, 1, N_FRAMES, N_MELS, device=device)  # (B, 1, T, F)
         self.y = torch.randint(0, N_CLS, (batch,), device=device)         # (B,)
-        self.parts.generator.manual_seed(seed)
-        for m in modules(self.parts): m.train()
+        self.model.generator.manual_seed(seed)
+        self.model.train()
 
     def step(self) -> float:
         "One full step; returns the loss."
-        loss, _ = train_step(self.parts, self.x, self.y, self.opt, self.ma, self.scaler)
+        loss, _ = self.learner.step(self.x, self.y)                      # train_step(model, x, y, opt, ma, scaler)
         return float(loss)
 
     def timed_step(self) -> float:
@@ -159,7 +159,7 @@ def bench_model(name: str, batch: int, steps: int, peak: float, device: str = 'c
                 warmup: int = 1) -> dict:
     "Warm-up (the first one FLOP-counted), then `steps` timed steps; median time and achieved fraction of `peak`."
     tr = Trainer(name, batch, device, precision)
-    ana = analytic_flops(tr.model, batch)
+    ana = analytic_flops(tr.backbone, batch)
     try:
         t_count, counted, per_op = tr.counted_step()
     except Exception as e:                                             # the counter is a cross-check only
@@ -169,11 +169,11 @@ def bench_model(name: str, batch: int, steps: int, peak: float, device: str = 'c
     times = [tr.timed_step() for _ in range(steps)]
     med = statistics.median(times)
     flops = counted if counted else ana['total']
-    dt = tr.parts.dtype
+    dt = tr.model.amp_dtype
     return dict(model=name, batch=batch, device=device, precision=precision,
                 dtype=str(dt).replace('torch.', '') + '-autocast' if dt else 'float32',
-                params=tr.n_params, tokens=tr.model.num_patches + 2, width=tr.model.embed_dim,
-                depth=len(tr.model.blocks), steps=steps, times_s=[round(t, 4) for t in times], median_s=med,
+                params=tr.n_params, tokens=tr.backbone.num_patches + 2, width=tr.backbone.embed_dim,
+                depth=len(tr.backbone.blocks), steps=steps, times_s=[round(t, 4) for t in times], median_s=med,
                 flops_counter=counted, flops_analytic=ana['total'], flops_analytic_parts=ana,
                 flops_counter_per_op=per_op, flops_used='counter' if counted else 'analytic',
                 achieved=flops / med, fraction_of_peak=flops / med / peak if peak else None)

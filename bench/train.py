@@ -1,21 +1,24 @@
 """Benchmark: training throughput from the feature cache, data loading included (a script, not a test).
 
-What is timed is one step of `patchmix_nb.train.train`'s inner loop, with the trainer's own pieces (no copy of them):
+What is timed is one step of `patchmix_nb.train.train`'s inner loop, run by the trainer itself (no copy of it):
+`setup_run` builds the model, Adam, scaler and ma_update; `prepare_epoch` gives epoch 1, 2, ... its own seeding,
+SpecAugment, Patch-Mix draws, learning rate and loader, and `run_epoch` trains it (nothing is evaluated):
 
-    batches = DataLoader(CycleDataset(data, train rows), batch_sampler=ShardedBatches(...))   (float16 memmap -> float32)
-    x = SpecAugment(upstream=...)(x)                     masked copy, (B, 1, T, F)
-    x, y = x.to(device), y.to(device)
-    loss, logs = train_step(parts, x, y, opt, ma, scaler)   ma snapshot, forward under the run's autocast, backward,
-    loss.item()                                             Adam, ma blend
+    batches = train_loader(data, batch_size, seed)        float16 memmap -> float32, (B, 1, T, F)
+    x = SpecAugment(upstream=...)(x)                      masked copy
+    loss, logs = learner.step(x.to(device), y.to(device)) train_step: ma snapshot, forward under the run's autocast
+    loss.item()                                           (the model scales x itself), backward, Adam, ma blend
 
 Precisions: fp32, and bf16 autocast where the processor has native bf16 (detected at run time; `--precisions`).
 
-Each step is split into `data` (next batch from the DataLoader + SpecAugment + copy to the device) and `compute`
-(everything from the step function to loss.item()). Reported: median step time over the timed steps (after warm-up),
-samples/s, the data share of the step, and (from `torch.utils.flop_counter.FlopCounterMode` on the warm-up step) the
-achieved GFLOP/s against this machine's matmul peak of the same dtype, measured in the same run, as bench/step.py does.
-Also the data-only throughput: samples/s through DataLoader + SpecAugment without any model (one pass over the
-training rows), to show that loading is not the bottleneck.
+Each step is split into `data` (from the end of the previous step to the step call: next batch from the DataLoader,
+SpecAugment, copy to the device and `run_epoch`'s bookkeeping; the epoch's setup too for the first step of an epoch)
+and `compute` (from the step call to loss.item()); the learner's step is wrapped to time it. Reported: median step
+time over the timed steps (after warm-up), samples/s, the data share of the step, and (from
+`torch.utils.flop_counter.FlopCounterMode` on the first warm-up step) the achieved GFLOP/s against this machine's
+matmul peak of the same dtype, measured in the same run, as bench/step.py does. Also the data-only throughput:
+samples/s through the same epochs with the model's step skipped (`--data-passes` epochs over the training rows), to
+show that loading is not the bottleneck; SpecAugment's share of it is timed around each of its calls.
 
 Usage:
     python bench/train.py                                    # synthetic set, 8 s clips; ast-tiny @ 8, ast-base @ 2
@@ -29,7 +32,7 @@ On a CUDA GPU it also runs ast-base at batch 8 under bf16 autocast and reports s
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import statistics
 import sys
@@ -39,58 +42,96 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import torch
 from torch.utils import flop_counter as fc
-from torch.utils.data import DataLoader
 
-from patchmix_nb.features import SpecAugment
-from patchmix_nb.train import (STEPS, CycleDataset, MovingAverageUpdate, ShardedBatches, build_parts,
-                               cosine_lr, cpu_bf16_native, load_data, make_config, make_optimizer, make_scaler, modules,
-                               seed_everything, specaug_time_width, train_step)
+from patchmix_nb.config import make_config
+from patchmix_nb.data import load_data
+from patchmix_nb.devices import cpu_bf16_native
+from patchmix_nb.model import STEPS
+from patchmix_nb.train import Learner, prepare_epoch, run_epoch, seed_everything, setup_run
 
 
 # ---------------------------------------------------------------------------------------------------------------- helpers
 from step import _custom_mapping, _sync, finish, matmul_peak   # bench/step.py: peak measurement and CPU attention FLOPs
 
 
-def _loader(data, rows, cfg, device, seed) -> DataLoader:
-    "The training loader exactly as `train` builds it (one process)."
-    return DataLoader(CycleDataset(data, rows), batch_sampler=ShardedBatches(len(rows), cfg.batch_size, seed),
-                      num_workers=cfg.num_workers, pin_memory=device.type == 'cuda')
+class TimedLearner(Learner):
+    """`setup_run`'s learner with its step timed where `run_epoch` calls it. A step's `data` time runs from the end of
+    the previous step (or the start of its epoch) to the call: the next batch, SpecAugment, the copy to the device and
+    `run_epoch`'s bookkeeping. Its `compute` time is `train_step` through loss.item(). `compute=False` skips the step
+    (the data-only pass); `counter` (a FlopCounterMode) counts the next step."""
+    @classmethod
+    def of(cls, learner: Learner, compute: bool = True) -> 'TimedLearner':
+        t = cls(learner.model, learner.optimizer, learner.scaler, learner.ma, learner.runner)
+        t.compute, t.counter, t.flops, t.records, t.last = compute, None, (None, {}), [], None
+        return t
+
+    def step(self, x, y):
+        dev = x.device
+        _sync(dev)
+        t1 = time.perf_counter()
+        loss, logs, value = torch.zeros((), device=dev), {}, float('nan')
+        if self.compute:
+            counter, self.counter = self.counter, None
+            try:
+                with counter or contextlib.nullcontext():
+                    loss, logs = super().step(x, y)                         # the trainer's own train_step
+                    value = loss.item()
+            except Exception as e:                                          # figures without FLOPs, not a crash
+                if counter is None: raise
+                print(f'  FlopCounterMode failed ({type(e).__name__}: {e}); no FLOP/s figure', file=sys.stderr)
+                loss, logs = super().step(x, y)
+                value = loss.item()
+            if counter is not None and counter.get_total_flops():
+                self.flops = (int(counter.get_total_flops()),
+                              {str(k): int(v) for k, v in counter.get_flop_counts().get('Global', {}).items()})
+        _sync(dev)
+        t2 = time.perf_counter()
+        self.records.append((t1 - self.last, t2 - t1, value, len(x)))
+        self.last = t2
+        return loss, logs
 
 
-def _epochs(data, rows, cfg, device):
-    "Yield (augment, batch iterator) per epoch, seeded as `train` seeds epoch e; endless (re-seeded each epoch)."
+def train_steps(cfg, data, lrn: 'TimedLearner', steps: int | None = None, epochs: int | None = None,
+                aug_times: list | None = None) -> None:
+    """`train`'s epochs from epoch 1 (`prepare_epoch`: its seeding, SpecAugment, Patch-Mix draws, lr and loader; then
+    `run_epoch`) until the learner has taken `steps` steps, or for `epochs` whole epochs. Nothing is evaluated.
+    `aug_times` receives the seconds of every SpecAugment call."""
     epoch = 0
-    while True:
+    while (len(lrn.records) < steps) if steps is not None else (epoch < epochs):
         epoch += 1
-        s = seed_everything(cfg.seed, epoch)
-        n_frames = data.cache.features.shape[1]
-        augment = None if cfg.specaug == 'off' else SpecAugment(T=specaug_time_width(n_frames), upstream=cfg.specaug == 'upstream', seed=s + 1)
-        yield epoch, s, augment, _loader(data, rows, cfg, device, s)
+        lrn.last = time.perf_counter()
+        _, augment, batches = prepare_epoch(cfg, data, lrn, epoch)
+        if augment is not None and aug_times is not None: augment = timed(augment, aug_times)
+        run_epoch(lrn, batches, augment, None if steps is None else steps - len(lrn.records), epoch)
+
+
+def timed_learner(data, cfg, device, compute: bool = True) -> 'TimedLearner':
+    "The learner of `cfg` on `data`, set up as `train` sets it up (seed, then `setup_run`), its steps timed."
+    seed_everything(cfg.seed)                                               # as start_run, then its setup_run
+    return TimedLearner.of(setup_run(cfg, device=device, data=data), compute)
+
+
+def timed(fn, into: list):
+    "`fn`, with the seconds of every call appended to `into`."
+    def call(*a, **k):
+        t0 = time.perf_counter()
+        out = fn(*a, **k)
+        into.append(time.perf_counter() - t0)
+        return out
+    return call
 
 
 # ---------------------------------------------------------------------------------------------------------------- data only
 def bench_data(data, cfg, device, passes: int = 1) -> dict:
-    "Samples/s through DataLoader + SpecAugment (+ copy to device), no model: `passes` epochs over the training rows."
-    rows = data.rows('train')
-    gen = _epochs(data, rows, cfg, device)
-    n, t_load, t_aug = 0, 0.0, 0.0
+    "Samples/s through DataLoader + SpecAugment (+ copy to device), no model step: `passes` epochs of `train_epoch`."
+    lrn, aug = timed_learner(data, cfg, device, compute=False), []
     t_start = time.perf_counter()
-    for _ in range(passes):
-        _, _, augment, batches = next(gen)
-        it = iter(batches)
-        while True:
-            t0 = time.perf_counter()
-            try: x, y, _ = next(it)
-            except StopIteration: break
-            t1 = time.perf_counter()
-            if augment is not None: x = augment(x)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            _sync(device)
-            t2 = time.perf_counter()
-            t_load += t1 - t0; t_aug += t2 - t1; n += x.shape[0]
+    train_steps(cfg, data, lrn, epochs=passes, aug_times=aug)
     wall = time.perf_counter() - t_start
+    rec = lrn.records
+    n, t_data, t_aug = sum(r[3] for r in rec), sum(r[0] for r in rec), sum(aug)
     return dict(batch=cfg.batch_size, samples=n, wall_s=wall, samples_per_s=n / wall if wall else None,
-                load_s=t_load, specaug_s=t_aug, ms_per_sample=1e3 * wall / n if n else None,
+                load_s=t_data - t_aug, specaug_s=t_aug, ms_per_sample=1e3 * wall / n if n else None,
                 specaug=cfg.specaug, shape=list(data.cache.features.shape[1:]), dtype=str(data.cache.features.dtype))
 
 
@@ -98,73 +139,33 @@ def bench_data(data, cfg, device, passes: int = 1) -> dict:
 def bench_train(data, model: str, method: str, batch: int, steps: int, warmup: int, device: torch.device,
                 specaug: str, duration: float, data_dir, precision: str = 'fp32',
                 peak: float | None = None) -> dict:
-    "Warm-up steps (the first FLOP-counted), then `steps` timed steps of the real loop (`train_step`); medians and shares."
+    "Warm-up steps (the first FLOP-counted), then `steps` timed steps of `train`'s own epochs; medians and shares."
     cfg = make_config(model=model, method=method, batch_size=batch, duration=duration, specaug=specaug,
                       data_dir=data_dir, device=device.type, precision=precision, progress=False)
     rows = data.rows('train')
-    if len(rows) < batch: raise ValueError(f'{data.data_dir}: {len(rows)} training cycles, fewer than one batch of {batch}')
-    seed_everything(cfg.seed)
-    parts = build_parts(cfg, data.cache.features.shape[1], device, data.labels[rows])
-    params = [q for m in modules(parts) for q in m.parameters()]
-    opt, scaler = make_optimizer(parts), make_scaler(parts)                  # as train()
-    ma = MovingAverageUpdate(modules(parts), cfg.ma_beta)
-
-    def batches():
-        "Batches in `train`'s order: per epoch re-seed, new SpecAugment, lr, generator, train mode."
-        for epoch, s, augment, loader in _epochs(data, rows, cfg, device):
-            parts.generator.manual_seed(s + 2)
-            for group in opt.param_groups: group['lr'] = cosine_lr(cfg, epoch)
-            for m in modules(parts): m.train()
-            yield from ((augment, b) for b in loader)
-
-    it = batches()
-
-    def one_step(counter=None) -> tuple[float, float, float]:
-        "(data s, compute s, loss) of one step."
-        _sync(device); t0 = time.perf_counter()
-        augment, (x, y, _) = next(it)
-        if augment is not None: x = augment(x)                              # masked copy, (B, 1, T, F)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        _sync(device); t1 = time.perf_counter()
-        ctx = counter if counter is not None else _Null()
-        with ctx:
-            loss, _ = train_step(parts, parts.scale(x), y, opt, ma, scaler)     # the trainer's own step
-            value = loss.item()
-        _sync(device); t2 = time.perf_counter()
-        return t1 - t0, t2 - t1, value
-
-    flops, per_op = None, {}
-    for i in range(warmup):
-        if i == 0:
-            counter = fc.FlopCounterMode(display=False, custom_mapping=_custom_mapping())
-            try:
-                one_step(counter)
-                flops = int(counter.get_total_flops())
-                per_op = {str(k): int(v) for k, v in counter.get_flop_counts().get('Global', {}).items()}
-            except Exception as e:                                           # figures without FLOPs, not a crash
-                print(f'  FlopCounterMode failed ({type(e).__name__}: {e}); no FLOP/s figure', file=sys.stderr)
-        else:
-            one_step()
-    timed = [one_step() for _ in range(steps)]
-    d = [t[0] for t in timed]; c = [t[1] for t in timed]; tot = [t[0] + t[1] for t in timed]
+    if len(rows) < batch:
+        raise ValueError(f'{data.data_dir}: {len(rows)} training cycles, fewer than one batch of {batch}')
+    lrn = timed_learner(data, cfg, device)
+    if warmup > 0: lrn.counter = fc.FlopCounterMode(display=False, custom_mapping=_custom_mapping())
+    train_steps(cfg, data, lrn, steps=warmup + steps)
+    flops, per_op = lrn.flops
+    timed = lrn.records[warmup:]
+    d = [t[0] for t in timed]
+    c = [t[1] for t in timed]
+    tot = [t[0] + t[1] for t in timed]
     med = statistics.median(tot)
-    dt = parts.dtype
+    dt = lrn.model.amp_dtype
     r = dict(model=model, method=method, batch=batch, device=str(device), precision=precision,
              dtype=str(dt).replace('torch.', '') + '-autocast' if dt else 'float32', specaug=specaug,
-             params=sum(p.numel() for p in params), warmup=warmup, steps=steps,
+             params=sum(p.numel() for p in lrn.model.parameters()), warmup=warmup, steps=steps,
              step_s=[round(t, 4) for t in tot], data_s=[round(t, 4) for t in d], compute_s=[round(t, 4) for t in c],
              median_step_s=med, median_data_s=statistics.median(d), median_compute_s=statistics.median(c),
              samples_per_s=batch / med, data_share=sum(d) / sum(tot), flops_per_step=flops,
              losses=[round(t[2], 4) for t in timed])
     r['achieved_flops'] = flops / med if flops else None
     r['fraction_of_peak'] = r['achieved_flops'] / peak if flops and peak else None
-    del parts, opt, ma
+    del lrn
     return r
-
-
-class _Null:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
 
 
 # ---------------------------------------------------------------------------------------------------------------- main
