@@ -163,7 +163,7 @@ def fade(wave: torch.Tensor, fade_in: int = FADE_LEN, fade_out: int = FADE_LEN) 
 # %% ../nbs/02_audio.ipynb #fa3ed992
 def load_recording(wav_path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
                    fade_len: int | None = None) -> torch.Tensor:
-    "Read a recording, resample it to `sample_rate` and fade it in/out (default `sample_rate//16` samples): (L,) float32."
+    "Read a recording, resample it to `sample_rate`, fade it in/out (default `sample_rate//16` samples): (L,) float32."
     wave, sr = read_wav(wav_path)
     x = resample(wave, sr, sample_rate)
     n = sample_rate // 16 if fade_len is None else fade_len
@@ -249,7 +249,8 @@ def plot_fade(n: int = FADE_LEN, length: int = 4 * FADE_LEN):
     g = fade(torch.ones(length), n, n).numpy()
     fig, ax = plt.subplots(figsize=(8, 2.5))
     ax.plot(g, lw=1.5)
-    ax.axvline(n - 1, ls='--', c='0.5'); ax.axvline(length - n, ls='--', c='0.5')
+    ax.axvline(n - 1, ls='--', c='0.5')
+    ax.axvline(length - n, ls='--', c='0.5')
     ax.set(xlabel='sample', ylabel='gain', title=f'linear fade-in/out, $n_f$={n} (endpoints ×0)')
     return fig
 
@@ -260,13 +261,15 @@ def plot_padding(chunk: torch.Tensor, target: int, sample_rate: int = SAMPLE_RAT
     fig, axs = plt.subplots(3, 1, figsize=(10, 5.5), sharex=True)
     t = np.arange(target) / sample_rate
     n = chunk.shape[-1]
-    axs[0].plot(t[:n], chunk.numpy(), lw=0.5); axs[0].set_title(f'cycle: {n / sample_rate:.2f} s')
+    axs[0].plot(t[:n], chunk.numpy(), lw=0.5)
+    axs[0].set_title(f'cycle: {n / sample_rate:.2f} s')
     rep = cut_pad(chunk, target, 'repeat', fade_len).numpy()
     axs[1].plot(t, rep, lw=0.5)
     for k in range(1, math.ceil(target / n)):
         axs[1].axvline(k * n / sample_rate, c='r', lw=0.8, ls='--')
     axs[1].set_title("pad='repeat': tiled from the cycle start (seams dashed), fade-out on the last samples")
-    axs[2].plot(t, cut_pad(chunk, target, 'zero').numpy(), lw=0.5); axs[2].set_title("pad='zero': centred")
+    axs[2].plot(t, cut_pad(chunk, target, 'zero').numpy(), lw=0.5)
+    axs[2].set_title("pad='zero': centred")
     axs[2].set_xlabel('time (s)')
     fig.tight_layout()
     return fig

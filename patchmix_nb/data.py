@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math, warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -93,6 +93,7 @@ class Data:
     split: np.ndarray          # (N,) str, aligned with cache.cycles
     labels: np.ndarray         # (N,) int, in the task's label set
     task: Task
+    _stats: tuple[float, float] | None = field(default=None, repr=False)
 
     def rows(self, name: str) -> np.ndarray: return np.flatnonzero(self.split == name)
 
@@ -100,13 +101,15 @@ class Data:
     def n_frames(self) -> int: return int(self.cache.features.shape[1])
 
     def input_stats(self, chunk: int = 256) -> tuple[float, float]:
-        "Mean and standard deviation of the training cycles' features (for norm='dataset'), read in chunks."
-        rows, s, s2, n = np.sort(self.rows('train')), 0.0, 0.0, 0
-        for i in range(0, len(rows), chunk):
-            x = np.asarray(self.cache.features[rows[i:i + chunk]], dtype=np.float64)
-            s, s2, n = s + x.sum(), s2 + np.square(x).sum(), n + x.size
-        mean = s / n
-        return float(mean), float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
+        "Mean and standard deviation of the training cycles' features (for norm='dataset'), read once, in chunks."
+        if self._stats is None:
+            rows, s, s2, n = np.sort(self.rows('train')), 0.0, 0.0, 0
+            for i in range(0, len(rows), chunk):
+                x = np.asarray(self.cache.features[rows[i:i + chunk]], dtype=np.float64)
+                s, s2, n = s + x.sum(), s2 + np.square(x).sum(), n + x.size
+            mean = s / n
+            self._stats = float(mean), float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
+        return self._stats
 
     def class_weights(self) -> torch.Tensor:
         "Inverse-frequency class weights of the training split."

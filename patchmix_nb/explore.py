@@ -7,20 +7,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
-from .icbhi import CLASSES, CLASS_COLORS, DEVICES, LOCATIONS, MODES, ICBHIIndex, class_counts
+from .icbhi import CLASSES, DEVICES, LOCATIONS, MODES, ICBHIIndex, class_counts
 from .audio import SAMPLE_RATE, DURATION, load_recording, cycles_from_recording, cycle_bounds
 from .features import fbank
 
 # %% auto #0
-__all__ = ['SHORT', 'MEL_LOW', 'MEL_HIGH', 'ALL', 'class_legend', 'plot_device_balance', 'duration_extremes',
-           'plot_duration_histogram', 'mel_bin_of_hz', 'hz_axis', 'pick_class_examples',
-           'plot_class_examples', 'sample_rate_table', 'plot_sample_rates', 'recording_title',
-           'RecordingData', 'load_recording_data', 'draw_recording', 'recording_view', 'RecordingBrowser',
-           'recording_browser']
+__all__ = ['CLASS_COLORS', 'SHORT', 'MEL_LOW', 'MEL_HIGH', 'ALL', 'plot_class_balance', 'class_legend',
+           'plot_device_balance', 'duration_extremes', 'plot_duration_histogram', 'mel_bin_of_hz', 'hz_axis',
+           'pick_class_examples', 'plot_class_examples', 'sample_rate_table', 'plot_sample_rates',
+           'plot_cycles', 'recording_title', 'RecordingData', 'load_recording_data', 'draw_recording',
+           'recording_view', 'RecordingBrowser', 'recording_browser']
+
+# %% ../nbs/05_explore.ipynb #c1b2a017
+CLASS_COLORS = ('#4c72b0', '#dd8452', '#55a868', '#c44e52')  # normal, crackle, wheeze, both
+
+def plot_class_balance(counts: pd.DataFrame, title: str = 'Cycles per class and split', normalize: bool = False):
+    "Grouped bars of `class_counts` output: one group per class, one bar per split. Returns the Figure."
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
+    cols = [c for c in CLASSES if c in counts.columns]
+    data = counts[cols].div(counts[cols].sum(axis=1), axis=0) if normalize else counts[cols]
+    w = 0.8 / max(len(data), 1)
+    for i, (name, row) in enumerate(data.iterrows()):
+        bars = ax.bar(np.arange(len(cols)) + (i - (len(data) - 1) / 2) * w, row.to_numpy(), w, label=str(name))
+        ax.bar_label(bars, fmt='%.2f' if normalize else '%d', fontsize=7)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_ylabel('fraction of cycles' if normalize else 'cycles')
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/05_explore.ipynb #3ce860e8
 def class_legend(alpha: float = 0.6) -> list[Patch]:
@@ -197,6 +218,28 @@ def plot_sample_rates(recordings: pd.DataFrame) -> Figure:
     fig.tight_layout()
     return fig
 
+# %% ../nbs/05_explore.ipynb #c1b2a019
+def plot_cycles(index: ICBHIIndex, stem: str):
+    "Timeline of one recording: waveform (if audio is present) with its cycles as spans coloured by class."
+    r = index.recordings.set_index('stem').loc[stem]
+    cyc = index.cycles[index.cycles['stem'] == stem]
+    fig = Figure(figsize=(8, 2.4))
+    ax = fig.subplots()
+    if r['wav'] is not None:
+        x, sr = sf.read(r['wav'], dtype='float32')
+        ax.plot(np.arange(len(x)) / sr, x / (np.abs(x).max() + 1e-12), color='0.35', lw=0.4, zorder=1)
+    for c in cyc.itertuples():
+        ax.axvspan(c.start, c.end, 0.05, 0.95, color=CLASS_COLORS[c.label], alpha=0.45, lw=0, zorder=2)
+        ax.axvline(c.start, color='k', lw=0.5)
+    ax.set_xlim(0, float(r['duration']) if pd.notna(r['duration']) else float(cyc['end'].max()))
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_yticks([])
+    ax.set_xlabel('time (s)')
+    ax.set_title(f'{stem}: {len(cyc)} cycles ({r["split"]})')
+    ax.legend(handles=class_legend(0.5), loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/05_explore.ipynb #a2b5899c
 def recording_title(r: pd.Series) -> str:
     "One line on a row of `index.recordings`: stem, patient and diagnosis, chest location, mode, device, sample rates."
@@ -334,7 +377,8 @@ class RecordingBrowser:
         rec = index.recordings[index.recordings['wav'].notna()]
         if not len(rec): raise ValueError(f'no recording with audio in the index of {index.data_dir}')
         if stem is not None and stem not in set(rec['stem']): raise KeyError(f'no recording {stem!r} with audio')
-        self.index, self.audio, self.width, self.dpi, self.scale, self._cache_size = index, audio, width, dpi, scale, cache
+        self.index, self.audio, self._cache_size = index, audio, cache
+        self.width, self.dpi, self.scale = width, dpi, scale
         self.recordings = rec.set_index('stem', drop=False)
         self._labels = index.cycles.groupby('stem')['label'].agg(lambda s: set(s.tolist()))
         self.filters = dict.fromkeys(self.FILTERS)
@@ -376,7 +420,7 @@ class RecordingBrowser:
 
     # --- state: every method sets it, redraws and returns the Figure ---
     def matching(self, split=None, device=None, diagnosis=None, label=None) -> list[str]:
-        "Stems of the recordings (with audio) of `split`, `device`, `diagnosis` with a cycle of class `label`; None: any."
+        "Stems of recordings (with audio) of `split`, `device`, `diagnosis` with a cycle of class `label`; None: any."
         r = self.recordings
         keep = np.ones(len(r), bool)
         for col, v in (('split', split), ('device', device), ('diagnosis', diagnosis)):
@@ -401,7 +445,8 @@ class RecordingBrowser:
 
     def select(self, stem: str, cycle: int | None = None) -> Figure:
         "Show recording `stem` (whole, or zoomed on `cycle`)."
-        if stem not in self.recordings.index: raise KeyError(f'no recording {stem!r} with audio in {self.index.data_dir}')
+        if stem not in self.recordings.index:
+            raise KeyError(f'no recording {stem!r} with audio in {self.index.data_dir}')
         self._busy(f'loading {stem}')
         if stem not in self._cache:
             if len(self._cache) >= self._cache_size: self._cache.pop(next(iter(self._cache)))
@@ -466,8 +511,9 @@ class RecordingBrowser:
         self._quiet = True
         try:
             r = self.recordings
-            self.dropdown.options = [(f'{s}  ({r.at[s, "diagnosis"]}, {r.at[s, "split"]}, {r.at[s, "n_cycles"]} cycles)', s)
-                                     for s in self.stems]
+            self.dropdown.options = [
+                (f'{s}  ({r.at[s, "diagnosis"]}, {r.at[s, "split"]}, {r.at[s, "n_cycles"]} cycles)', s)
+                for s in self.stems]
             self.dropdown.value = self.stem if self.stem in self.stems else None
             i = self.stems.index(self.stem) if self.stem in self.stems else -1
             self.prev_button.disabled, self.next_button.disabled = i <= 0, i < 0 or i >= len(self.stems) - 1

@@ -196,7 +196,7 @@ def plot_specaugment(before, after, title: str = 'SpecAugment'):
     return fig
 
 # %% ../nbs/03_features.ipynb #a6c0c5df
-SAMPLE_BLOCKS, BLOCK = 16, 4096  # the audio sample of the key: the first 4 KiB (header) and 16 blocks spread over the file
+SAMPLE_BLOCKS, BLOCK = 16, 4096  # the key's audio sample: the 4 KiB header and 16 blocks spread over the file
 
 
 def _audio_sample_hash(path, size: int) -> str:
@@ -211,7 +211,7 @@ def _audio_sample_hash(path, size: int) -> str:
 
 
 def _file_sig(path, text: bool = False) -> dict:
-    "What the cache key knows of a data file: an annotation's content hash; an audio file's size, mtime and sampled hash."
+    "What the cache key knows of a file: an annotation's content hash; an audio file's size, mtime and sampled hash."
     p = Path(path)
     try:
         st = p.stat()
@@ -393,33 +393,36 @@ def _npy_layout(path: Path) -> tuple[tuple, np.dtype, int]:
 
 
 def load_cache(path: str | os.PathLike) -> FeatureCache:
-    "Open a cache folder written by `build_cache` after checking its arrays against its manifest (features memory-mapped read-only)."
+    "Open a `build_cache` folder after checking its arrays against its manifest (features memory-mapped read-only)."
     path = Path(path)
     for name in ('features.npy', 'cycles.csv', 'manifest.json'):
         if not (path / name).is_file():
             raise ICBHIError(f'not a feature cache: {name} missing', path=path)
     try: manifest = json.loads((path / 'manifest.json').read_text())
     except (OSError, ValueError) as e:
-        raise ICBHIError(f'damaged feature cache: unreadable manifest ({type(e).__name__})', path=path / 'manifest.json') from None
+        raise ICBHIError(f'damaged feature cache: unreadable manifest ({type(e).__name__})',
+                         path=path / 'manifest.json') from None
     feat = path / 'features.npy'
     try:
         want = tuple(manifest['params']['shape']), np.dtype(manifest['params']['dtype'])
         shape, dtype, offset = _npy_layout(feat)
         size = feat.stat().st_size
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ICBHIError(f'damaged feature cache: unreadable features or manifest ({type(e).__name__}: {e})'.replace('\n', ' '),
-                         path=feat) from None
+        msg = f'damaged feature cache: unreadable features or manifest ({type(e).__name__}: {e})'
+        raise ICBHIError(msg.replace('\n', ' '), path=feat) from None
     if (tuple(shape), dtype) != want:
-        raise ICBHIError(f'damaged feature cache: features are {dtype} {tuple(shape)}, the manifest says {want[1]} {want[0]}',
-                         path=feat)
+        raise ICBHIError(f'damaged feature cache: features are {dtype} {tuple(shape)}, '
+                         f'the manifest says {want[1]} {want[0]}', path=feat)
     expect = offset + math.prod(shape) * dtype.itemsize
     if size != expect:
         raise ICBHIError(f'damaged feature cache: features.npy has {size} bytes, its header needs {expect}', path=feat)
     try: cycles = pd.read_csv(path / 'cycles.csv', keep_default_na=False, na_values=[''])
     except (OSError, ValueError) as e:
-        raise ICBHIError(f'damaged feature cache: unreadable cycle table ({type(e).__name__})', path=path / 'cycles.csv') from None
+        raise ICBHIError(f'damaged feature cache: unreadable cycle table ({type(e).__name__})',
+                         path=path / 'cycles.csv') from None
     if len(cycles) != shape[0]:
-        raise ICBHIError(f'damaged feature cache: {len(cycles)} cycles for {shape[0]} feature rows', path=path / 'cycles.csv')
+        raise ICBHIError(f'damaged feature cache: {len(cycles)} cycles for {shape[0]} feature rows',
+                         path=path / 'cycles.csv')
     feats = np.memmap(feat, dtype=dtype, mode='r', offset=offset, shape=shape)
     return FeatureCache(path, feats, cycles, manifest)
 
@@ -451,7 +454,7 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
                 progress: bool = False, pad: str = 'repeat', duration: float = DURATION,
                 sample_rate: int = SAMPLE_RATE, missing: str = 'error', tasks_per_chunk: int = 4,
                 notice: Callable[[str], None] = _notice) -> FeatureCache:
-    "Compute every cycle's normalised fbank once (parallel over recordings) into cache_dir/<key>/; reuse if present and intact."
+    "Compute each cycle's normalised fbank once (recordings in parallel) into cache_dir/<key>/; reuse it if intact."
     if np.dtype(dtype) not in (np.float16, np.float32):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
     if pad not in ('repeat', 'zero'):
@@ -472,8 +475,9 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
     if final.exists():
         try:
             c = load_cache(final)
-            if cache_key(c.manifest) != key: raise ICBHIError('damaged feature cache: its manifest does not match its key',
-                                                              path=final / 'manifest.json')
+            if cache_key(c.manifest) != key:
+                raise ICBHIError('damaged feature cache: its manifest does not match its key',
+                                 path=final / 'manifest.json')
             return FeatureCache(final, c.features, cyc, c.manifest)  # labels: from this run's index
         except ICBHIError as e:
             notice(f'{e}; rebuilding it')

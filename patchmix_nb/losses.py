@@ -52,7 +52,8 @@ def patchmix_contrastive_loss(anchors: torch.Tensor, targets: torch.Tensor, lam:
                               negative_pair: str = 'all') -> torch.Tensor:
     "Patch-Mix contrastive loss (§5.3) of anchors h(z̃) (B, D) against clean targets (B, D); float32 scalar."
     if anchors.ndim != 2 or anchors.shape != targets.shape:
-        raise ValueError(f"anchors and targets must both be (B, D), got {tuple(anchors.shape)} and {tuple(targets.shape)}")
+        raise ValueError(f"anchors and targets must both be (B, D), "
+                         f"got {tuple(anchors.shape)} and {tuple(targets.shape)}")
     B = anchors.shape[0]
     if index.shape != (B,): raise ValueError(f"index must have shape ({B},), got {tuple(index.shape)}")
     if negative_pair not in NEGATIVE_PAIRS:
@@ -80,11 +81,14 @@ def plot_contrastive_matrices(m: torch.Tensor, s: torch.Tensor, keep: torch.Tens
     s_den = s if keep is None else s.masked_fill(~keep.cpu(), float('-inf'))
     p = s_den.softmax(dim=1)
     fig, axs = plt.subplots(1, 3, figsize=(12, 3.6))
-    for ax, mat, title, cmap, lim in ((axs[0], m, 'soft targets $m_{ij}$', 'Blues', (0, 1)),
-                                       (axs[1], s, 'similarities $s_{ij}$ (row max removed: all ≤ 0)', 'viridis', (None, 0)),
-                                       (axs[2], p, 'softmax$_j$ $s_{ij}$' + ('' if keep is None else ' (kept columns)'), 'Blues', (0, 1))):
+    panels = ((axs[0], m, 'soft targets $m_{ij}$', 'Blues', (0, 1)),
+              (axs[1], s, 'similarities $s_{ij}$ (row max removed: all ≤ 0)', 'viridis', (None, 0)),
+              (axs[2], p, 'softmax$_j$ $s_{ij}$' + ('' if keep is None else ' (kept columns)'), 'Blues', (0, 1)))
+    for ax, mat, title, cmap, lim in panels:
         im = ax.imshow(mat.numpy(), cmap=cmap, interpolation='nearest', vmin=lim[0], vmax=lim[1])
-        ax.set_title(title, fontsize=10); ax.set_xlabel('target j'); ax.set_ylabel('anchor i')
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel('target j')
+        ax.set_ylabel('anchor i')
         fig.colorbar(im, ax=ax, fraction=0.046)
     if keep is not None:
         yy, xx = np.nonzero(~keep.cpu().numpy())

@@ -23,8 +23,9 @@ def _as_labels(x, name: str) -> np.ndarray:
     "Turn a list / numpy array / torch tensor of labels (n,) or logits (n, C) into an int64 array (n,)."
     if isinstance(x, torch.Tensor): x = x.detach().cpu().numpy()
     a = np.asarray(x)
-    if a.ndim == 2: a = a.argmax(axis=1)  # logits or probabilities (n, C) -> labels (n,); first max wins, like torch.max
-    if a.ndim != 1: raise ValueError(f"{name}: expected labels of shape (n,) or scores of shape (n, C), got shape {a.shape}")
+    if a.ndim == 2: a = a.argmax(axis=1)  # logits/probabilities (n, C) -> labels (n,); first max wins, like torch.max
+    if a.ndim != 1:
+        raise ValueError(f"{name}: expected labels of shape (n,) or scores of shape (n, C), got shape {a.shape}")
     if a.size and not np.issubdtype(a.dtype, np.integer):
         if not np.issubdtype(a.dtype, np.number) or not np.all(np.equal(np.mod(a, 1), 0)):
             raise ValueError(f"{name}: expected integer class labels, got dtype {a.dtype}")
@@ -83,7 +84,8 @@ class BestTracker:
 
     def update(self, epoch: int, scores: dict, payload: Any = None) -> bool:
         "Record `scores` (a dict with sp, se, score) for `epoch`; return True when it becomes the best."
-        improved = is_better(scores['score'], None if self.best is None else self.best['score'], scores['se'], self.min_se)
+        best_score = None if self.best is None else self.best['score']
+        improved = is_better(scores['score'], best_score, scores['se'], self.min_se)
         self.history.append(dict(epoch=epoch, sp=scores['sp'], se=scores['se'], score=scores['score'], best=improved))
         if improved:
             self.best = {k: float(scores[k]) for k in ('sp', 'se', 'score')}
@@ -97,13 +99,15 @@ class BestTracker:
 # %% ../nbs/10_metrics.ipynb #8e136dab
 def selection_summary(test_history: Sequence[dict], val_history: Sequence[dict] | None = None,
                       min_se: float = 5.0) -> pd.DataFrame:
-    "Test Sp/Se/Score at the epoch picked on test (upstream) and, if given, on validation (honest); epochs count from 1."
+    "Test Sp/Se/Score at the epoch picked on test (upstream) and, if given, on validation (honest); epochs from 1."
     rows = []
     up = BestTracker(min_se=min_se, name='test')
     for e, s in enumerate(test_history, start=1): up.update(e, s)
-    rows.append(dict(protocol='upstream (best on test)', epoch=up.best_epoch, **(up.best or dict(sp=np.nan, se=np.nan, score=np.nan))))
+    best = up.best or dict(sp=np.nan, se=np.nan, score=np.nan)
+    rows.append(dict(protocol='upstream (best on test)', epoch=up.best_epoch, **best))
     if val_history is not None:
-        if len(val_history) != len(test_history): raise ValueError(f"val_history has {len(val_history)} epochs, test_history {len(test_history)}")
+        if len(val_history) != len(test_history):
+            raise ValueError(f"val_history has {len(val_history)} epochs, test_history {len(test_history)}")
         hv = BestTracker(min_se=min_se, name='val')
         for e, (v, t) in enumerate(zip(val_history, test_history), start=1): hv.update(e, v, payload=t)
         t = hv.payload or dict(sp=np.nan, se=np.nan, score=np.nan)
@@ -123,18 +127,24 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str] | None = None, nor
     "Seaborn heatmap of a confusion matrix; `normalize` in (None, 'true', 'pred', 'all') shows % (counts annotated)."
     cm = np.asarray(cm)
     n = cm.shape[0]
-    names = list(class_names) if class_names is not None else (list(CLASS_NAMES) if n == 4 else [str(i) for i in range(n)])
-    if normalize not in (None, 'true', 'pred', 'all'): raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+    if class_names is not None: names = list(class_names)
+    else: names = list(CLASS_NAMES) if n == 4 else [str(i) for i in range(n)]
+    if normalize not in (None, 'true', 'pred', 'all'):
+        raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
     if normalize is None: vals, fmt = cm.astype(float), '{:.0f}'
     else:
         den = {'true': cm.sum(1, keepdims=True), 'pred': cm.sum(0, keepdims=True), 'all': cm.sum()}[normalize]
         vals, fmt = 100 * cm / np.maximum(den, 1), '{:.1f}%'
-    annot = np.array([[fmt.format(vals[i, j]) + ('' if normalize is None else f'\n({cm[i, j]})') for j in range(n)] for i in range(n)])
-    if ax is None: fig = Figure(figsize=(1.3 * n + 1.5, 1.1 * n + 1)); ax = fig.add_subplot()
+    annot = np.array([[fmt.format(vals[i, j]) + ('' if normalize is None else f'\n({cm[i, j]})') for j in range(n)]
+                      for i in range(n)])
+    if ax is None:
+        fig = Figure(figsize=(1.3 * n + 1.5, 1.1 * n + 1))
+        ax = fig.add_subplot()
     else: fig = ax.figure
     sns.heatmap(vals, annot=annot, fmt='', cmap='Blues', xticklabels=names, yticklabels=names, ax=ax,
                 vmin=0, vmax=100 if normalize else None, cbar_kws=dict(label='%' if normalize else 'cycles'))
-    ax.set_xlabel('predicted'); ax.set_ylabel('true')
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
     ax.set_title(title or ('confusion matrix' + (f' (normalised by {normalize})' if normalize else '')))
     fig.tight_layout()
     return fig
@@ -162,10 +172,14 @@ def plot_group_scores(df: pd.DataFrame, metrics: Sequence[str] = ('sp', 'se', 's
     long = df.reset_index().melt(id_vars=['group', 'n'], value_vars=list(metrics), var_name='metric', value_name='%')
     long['group'] = [f'{g}\n(n={n})' for g, n in zip(long['group'], long['n'])]
     long['metric'] = long['metric'].map(lambda m: {'sp': 'Sp', 'se': 'Se', 'score': 'Score'}.get(m, m))
-    if ax is None: fig = Figure(figsize=(1.6 * len(df) + 2, 3.6)); ax = fig.add_subplot()
+    if ax is None:
+        fig = Figure(figsize=(1.6 * len(df) + 2, 3.6))
+        ax = fig.add_subplot()
     else: fig = ax.figure
     sns.barplot(data=long, x='group', y='%', hue='metric', ax=ax, palette='deep')
-    ax.set_ylim(0, 100); ax.set_xlabel(''); ax.set_title(title or 'ICBHI scores per group')
+    ax.set_ylim(0, 100)
+    ax.set_xlabel('')
+    ax.set_title(title or 'ICBHI scores per group')
     ax.legend(loc='upper right', ncols=len(metrics), fontsize='small')
     fig.tight_layout()
     return fig
@@ -173,16 +187,24 @@ def plot_group_scores(df: pd.DataFrame, metrics: Sequence[str] = ('sp', 'se', 's
 # %% ../nbs/10_metrics.ipynb #ab888e79
 _PAPER_ROWS = [
     # method, backbone, pretraining, task, Sp, Se, Score, Sp std, Se std, Score std, status, note
-    ('AST fine-tuning (CE)', 'AST', 'IN+AS', '4-class', 77.14, 41.97, 59.55, 3.35, 2.54, 0.88, '[paper]', 'means [paper]; stds [unverified]'),
-    ('Patch-Mix CL', 'AST', 'IN+AS', '4-class', 81.66, 43.07, 62.37, 0.08, 0.23, 0.68, '[paper]', 'means [paper]; stds [unverified]'),
-    ('Co-tuning (Nguyen & Pernkopf 2022)', 'ResNet50', 'IN', '4-class', 79.34, 37.24, 58.29, None, None, None, '[unverified]', 'consistent with the paper\'s +4.08 claim'),
-    ('StochNorm (Nguyen & Pernkopf 2022)', 'ResNet50', 'IN', '4-class', 78.86, 36.40, 57.63, None, None, None, '[unverified]', ''),
-    ('SCL (Moummad & Farrugia 2022)', 'CNN6', 'AS', '4-class', 75.95, 39.15, 57.55, None, None, None, '[unverified]', ''),
-    ('RespireNet (Gairola et al. 2021)', 'ResNet34', 'IN', '4-class', 72.30, 40.10, 56.20, None, None, None, '[unverified]', ''),
-    ('Wang et al. 2022 (splice)', 'ResNeSt', '', '4-class', 70.40, 40.20, 55.30, None, None, None, '[unverified]', ''),
-    ('LungRN+NL (Ma et al. 2020)', 'LungRN', '', '4-class', 63.20, 41.32, 52.26, None, None, None, '[unverified]', ''),
-    ('Patch-Mix CL', 'AST', 'IN+AS', '2-class', None, None, 68.71, None, None, None, '[paper]',
-     'two_cls_eval of the 4-class model [inferred]; Sp 81.66, Se ~55.76 inferred from Score'),
+    ('AST fine-tuning (CE)', 'AST', 'IN+AS', '4-class', 77.14, 41.97, 59.55, 3.35, 2.54, 0.88,
+     '[paper]', 'means [paper]; stds [unverified]'),
+    ('Patch-Mix CL', 'AST', 'IN+AS', '4-class', 81.66, 43.07, 62.37, 0.08, 0.23, 0.68,
+     '[paper]', 'means [paper]; stds [unverified]'),
+    ('Co-tuning (Nguyen & Pernkopf 2022)', 'ResNet50', 'IN', '4-class', 79.34, 37.24, 58.29, None, None, None,
+     '[unverified]', 'consistent with the paper\'s +4.08 claim'),
+    ('StochNorm (Nguyen & Pernkopf 2022)', 'ResNet50', 'IN', '4-class', 78.86, 36.40, 57.63, None, None, None,
+     '[unverified]', ''),
+    ('SCL (Moummad & Farrugia 2022)', 'CNN6', 'AS', '4-class', 75.95, 39.15, 57.55, None, None, None,
+     '[unverified]', ''),
+    ('RespireNet (Gairola et al. 2021)', 'ResNet34', 'IN', '4-class', 72.30, 40.10, 56.20, None, None, None,
+     '[unverified]', ''),
+    ('Wang et al. 2022 (splice)', 'ResNeSt', '', '4-class', 70.40, 40.20, 55.30, None, None, None,
+     '[unverified]', ''),
+    ('LungRN+NL (Ma et al. 2020)', 'LungRN', '', '4-class', 63.20, 41.32, 52.26, None, None, None,
+     '[unverified]', ''),
+    ('Patch-Mix CL', 'AST', 'IN+AS', '2-class', None, None, 68.71, None, None, None,
+     '[paper]', 'two_cls_eval of the 4-class model [inferred]; Sp 81.66, Se ~55.76 inferred from Score'),
 ]
 PAPER_RESULTS = pd.DataFrame(_PAPER_ROWS, columns=['method', 'backbone', 'pretraining', 'task', 'sp', 'se', 'score',
                                                    'sp_std', 'se_std', 'score_std', 'status', 'note']).astype(

@@ -20,7 +20,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import soundfile as sf
 from .core import patchmix_home
-from .icbhi import guard_output, CLASSES, DIAGNOSES, AUDIO_DIR, SPLIT_FILE, DIAGNOSIS_FILE, FOLDS_FILE, LOCATIONS as _LOCS
+from .icbhi import (guard_output, CLASSES, DIAGNOSES, AUDIO_DIR, SPLIT_FILE, DIAGNOSIS_FILE, FOLDS_FILE,
+                               LOCATIONS as _LOCS)
 
 # %% ../nbs/04_synthetic.ipynb #1947d7e8
 SYNTH_VERSION = 1  # bump when the generator's output changes (invalidates cached default sets)
@@ -31,7 +32,8 @@ FULL_RECORDINGS, FULL_PATIENTS = 920, 126
 PROFILE_PATIENTS = {'meditron': 53, 'meditron_lowrate': 8, 'akg': 31, 'c2se': 21, 'litt3200': 9, 'mixed': 4}
 # per-profile diagnosis distribution
 PROFILE_DIAGNOSIS = {
-    'meditron': {'Healthy': .45, 'URTI': .22, 'Bronchiectasis': .1, 'Bronchiolitis': .1, 'COPD': .08, 'LRTI': .035, 'Pneumonia': .015},
+    'meditron': {'Healthy': .45, 'URTI': .22, 'Bronchiectasis': .1, 'Bronchiolitis': .1, 'COPD': .08, 'LRTI': .035,
+                 'Pneumonia': .015},
     'meditron_lowrate': {'COPD': 1.}, 'meditron_10k': {'COPD': 1.},
     'akg': {'COPD': 1.},
     'c2se': {'COPD': .65, 'Pneumonia': .25, 'Asthma': .05, 'Bronchiectasis': .05},
@@ -80,7 +82,8 @@ class SynthPlan:
 
 # %% ../nbs/04_synthetic.ipynb #965bc5e7
 def _choice(rng, probs: dict):
-    keys = list(probs); p = np.array([probs[k] for k in keys], float)
+    keys = list(probs)
+    p = np.array([probs[k] for k in keys], float)
     return keys[rng.choice(len(keys), p=p / p.sum())]
 
 def _sessions(rng, n_sessions: int, letter: str, first: int = 1) -> list:
@@ -151,10 +154,12 @@ def layout_cycles(rng, device: str, sr: int) -> tuple:
         b = np.concatenate([[0.], np.cumsum(d)])
         k = max(1, int(np.searchsorted(b, target)))
         n = max(64, int(round(b[k] * sr / 64)) * 64)               # Litt3200 files come in 64-sample blocks
-        b = b[:k + 1]; b[-1] = n / sr
+        b = b[:k + 1]
+        b[-1] = n / sr
         if k > 1 and b[-1] - b[-2] < 0.2: b = np.delete(b, -2)
     else:
-        dur = 20.0 if (not lowrate and rng.random() < .88) else (rng.uniform(8, 20) if rng.random() < .67 else rng.uniform(20, 32))
+        if not lowrate and rng.random() < .88: dur = 20.0
+        else: dur = rng.uniform(8, 20) if rng.random() < .67 else rng.uniform(20, 32)
         if lowrate: dur = rng.uniform(12.0, 30.0)
         n = int(round(dur * sr))
         s0 = rng.uniform(0.8, 2.2) if lowrate else rng.uniform(0.0, 0.6)
@@ -184,7 +189,8 @@ def _split(rng, recs: list, patients: list, n_mixed: int) -> None:
 def plan_synthetic(recordings: int = 24, seed: int = 0, full: bool = False) -> SynthPlan:
     "Plan a synthetic ICBHI-like set: patients, recordings, cycles, labels, splits and folds (no audio)."
     if full: recordings = FULL_RECORDINGS
-    if not 1 <= recordings <= FULL_RECORDINGS: raise ValueError(f"recordings must be in 1..{FULL_RECORDINGS}, got {recordings}")
+    if not 1 <= recordings <= FULL_RECORDINGS:
+        raise ValueError(f"recordings must be in 1..{FULL_RECORDINGS}, got {recordings}")
     rng = np.random.default_rng([seed, 0])
     ids = [int(i) for i in rng.permutation(np.arange(101, 227))]
     if full:
@@ -200,7 +206,9 @@ def plan_synthetic(recordings: int = 24, seed: int = 0, full: bool = False) -> S
         while total < recordings and len(profiles) < len(ids):
             p = cover[len(profiles)] if len(profiles) < len(cover) else names[rng.choice(len(names), p=w / w.sum())]
             r = _profile_recordings(p, rng, cap)[:recordings - total]
-            profiles.append(p); per.append(r); total += len(r)
+            profiles.append(p)
+            per.append(r)
+            total += len(r)
     diagnosis, recs = {}, []
     for pid, prof, rr in zip(ids, profiles, per):
         diagnosis[pid] = _choice(rng, PROFILE_DIAGNOSIS[prof])
@@ -211,7 +219,8 @@ def plan_synthetic(recordings: int = 24, seed: int = 0, full: bool = False) -> S
             n, b = layout_cycles(r2, dev, sr)
             p = r2.dirichlet(CLASS_CONCENTRATION * base)
             lab = r2.choice(4, size=len(b) - 1, p=p)
-            sub = 'PCM_16' if sr < 44100 else [s for s, _ in BIT_DEPTHS_44K][r2.choice(3, p=[q for _, q in BIT_DEPTHS_44K])]
+            if sr < 44100: sub = 'PCM_16'
+            else: sub = [s for s, _ in BIT_DEPTHS_44K][r2.choice(3, p=[q for _, q in BIT_DEPTHS_44K])]
             recs.append(SynthRecording(stem, pid, dev, sr, sub, n, b, (lab % 2).astype(int), (lab // 2).astype(int)))
     recs.sort(key=lambda r: r.stem)
     if not full:  # make sure small sets still show every bit depth
@@ -231,8 +240,12 @@ def _fit_total(rng, per: list, profiles: list, total: int) -> None:
         elif n < total:
             have = {(r[0], r[1]) for r in per[i]}
             free = [(s, l) for s in sorted({r[0] for r in per[i]}) for l in LOCATIONS if (s, l) not in have]
-            if free: s, l = free[int(rng.integers(len(free)))]; per[i].append((s, l, 'mc', 'AKGC417L', 44100))
-            else: per[i].extend((idx, l, 'mc', 'AKGC417L', 44100) for idx in _sessions(rng, 1, 'b', 4) for l in LOCATIONS[:1])
+            if free:
+                s, l = free[int(rng.integers(len(free)))]
+                per[i].append((s, l, 'mc', 'AKGC417L', 44100))
+            else:
+                per[i].extend((idx, l, 'mc', 'AKGC417L', 44100) for idx in _sessions(rng, 1, 'b', 4)
+                              for l in LOCATIONS[:1])
 
 # %% ../nbs/04_synthetic.ipynb #6cfa7e75
 DEVICE_SOUND = {  # low-pass corner (Hz) and order of the chest piece + electronics, white noise floor (re breath RMS)
@@ -262,7 +275,7 @@ def breath_noise(rng, n: int, sr: int, f_lo: float = 100., f_hi: float = 800., d
     return x
 
 def breath_envelope(n: int, sr: int, bounds, insp: np.ndarray, a_in: np.ndarray, a_ex: np.ndarray) -> np.ndarray:
-    "Amplitude envelope: A_in sin²(πu/r) in inspiration (u<r), A_ex sin²(π(u-r)/(1-r)) in expiration; u = phase in the cycle."
+    "Amplitude envelope: A_in sin²(πu/r) in inspiration (u<r), A_ex sin²(π(u-r)/(1-r)) in expiration; u: cycle phase."
     env = np.zeros(n, np.float32)
     for s, e, r, ai, ae in zip(bounds[:-1], bounds[1:], insp, a_in, a_ex):
         i0, im, i1 = (min(n, max(0, int(round(v * sr)))) for v in (s, s + r * (e - s), e))
@@ -300,7 +313,7 @@ def wheeze_wave(sr: int, dur: float, f0: float, drift: float = 0.1, rho: float =
 
 # %% ../nbs/04_synthetic.ipynb #82ad4444
 def heart_sounds(rng, sr: int, bpm: float, amp: float, out: np.ndarray) -> np.ndarray:
-    "Add heart sounds S1/S2, low-pitched damped sinusoids (30–90 Hz) — the usual confound in lung recordings — into `out`."
+    "Add heart sounds S1/S2 into `out`: low-pitched damped sinusoids (30–90 Hz), the usual confound in lung recordings."
     x, period = out, 60. / bpm
     for t in np.arange(rng.uniform(0, period), len(x) / sr, period):
         t = t + rng.normal(0, 0.01)
@@ -325,8 +338,10 @@ def render_recording(rec: SynthRecording, seed: int = 0, parts: bool = False):
     a_in = np.exp(0.2 * rng.standard_normal(nc)).astype(np.float32)
     a_ex = a_in * rng.uniform(0.35, 0.7, nc).astype(np.float32)   # expiration is quieter
     f_hi = rng.uniform(500, 900) * (1.6 if '_Tc_' in rec.stem else 1.)  # tracheal sounds are brighter
-    env = breath_envelope(n, sr, b, insp, a_in, a_ex); env += np.float32(0.08)
-    breath = breath_noise(rng, n, sr, 100., f_hi, dev).astype(np.float32, copy=False); breath *= env
+    env = breath_envelope(n, sr, b, insp, a_in, a_ex)
+    env += np.float32(0.08)
+    breath = breath_noise(rng, n, sr, 100., f_hi, dev).astype(np.float32, copy=False)
+    breath *= env
     # adventitious sounds are added straight into the breath signal (one big array: fewer page faults), or kept apart
     crack = np.zeros(n, np.float32) if parts else breath
     whz = np.zeros(n, np.float32) if parts else breath
@@ -338,7 +353,8 @@ def render_recording(rec: SynthRecording, seed: int = 0, parts: bool = False):
         d, ti = e - s, (e - s) * r                               # cycle and inspiration durations
         if rec.crackle[j]:
             m = 2 + rng.poisson(lam * min(1., d / 2.5) + 0.5)
-            u = np.where(rng.random(m) < .8, (rng.beta(3, 1.5, m) if fine else rng.beta(1.5, 3, m)) * r, r + rng.random(m) * (1 - r))
+            u = np.where(rng.random(m) < .8, (rng.beta(3, 1.5, m) if fine else rng.beta(1.5, 3, m)) * r,
+                         r + rng.random(m) * (1 - r))
             for tu in np.sort(u):
                 f = rng.uniform(500, 1200) if fine else rng.uniform(200, 500)
                 tau = rng.uniform(0.6, 1.2) / 1000 if fine else rng.uniform(1.5, 3.) / 1000
@@ -358,11 +374,14 @@ def render_recording(rec: SynthRecording, seed: int = 0, parts: bool = False):
     # a few artefacts (stethoscope friction clicks) in any cycle: crackles are not the only transients
     art = np.zeros(n, np.float32) if parts else breath
     for t in rng.uniform(0, n / sr, rng.poisson(0.15 * rec.n_cycles)):
-        add_at(art, t * sr, crackle_wave(sr, rng.uniform(200, 900), rng.uniform(.5, 2) / 1000, rng.uniform(1, 2.5) * g(500)))
+        add_at(art, t * sr, crackle_wave(sr, rng.uniform(200, 900), rng.uniform(.5, 2) / 1000,
+                                         rng.uniform(1, 2.5) * g(500)))
     heart = np.zeros(n, np.float32) if parts else breath
-    heart_sounds(rng, sr, rng.uniform(60, 110), rng.uniform(0.3, 1.2) * (1.5 if rec.stem.split('_')[2] in ('Al', 'Ll', 'Tc') else 0.7) * g(50), out=heart)
+    near_heart = rec.stem.split('_')[2] in ('Al', 'Ll', 'Tc')
+    heart_sounds(rng, sr, rng.uniform(60, 110), rng.uniform(0.3, 1.2) * (1.5 if near_heart else 0.7) * g(50), out=heart)
     cfg = DEVICE_SOUND[dev]
-    noise = rng.standard_normal(n, dtype=np.float32); noise *= np.float32(cfg['floor'])
+    noise = rng.standard_normal(n, dtype=np.float32)
+    noise *= np.float32(cfg['floor'])
     if cfg['hum'] and sr < 44100:                                 # mains hum on the low-rate electronic stethoscope
         t = np.arange(n, dtype=np.float32) * np.float32(2 * np.pi * 50 / sr)
         noise += np.float32(cfg['hum']) * (np.sin(t) + np.float32(0.4) * np.sin(3 * t))
@@ -370,7 +389,8 @@ def render_recording(rec: SynthRecording, seed: int = 0, parts: bool = False):
         comp = dict(breath=breath, crackles=crack, wheezes=whz, artefacts=art, heart=heart, noise=noise)
         x = sum(comp.values())
     else:
-        x = breath; x += noise
+        x = breath
+        x += noise
     scale = np.float32(rng.uniform(0.25, 0.9) / (np.abs(x).max() + 1e-12))  # recording gain differs per file
     if parts: return {k: v * scale for k, v in comp.items()}
     x *= scale
@@ -401,8 +421,9 @@ def write_metadata(plan: SynthPlan, out: Path) -> None:
 
 def make_synthetic(out_dir, recordings: int = 24, seed: int = 0, full: bool = False, workers: int | None = None,
                    overwrite: bool = False, progress: bool = False) -> Path:
-    "Write a synthetic ICBHI-like dataset in the official layout into the new or empty folder `out_dir`; returns `out_dir`."
-    out = Path(out_dir); db = out / AUDIO_DIR
+    "Write a synthetic ICBHI-like set in the official layout into the new or empty folder `out_dir`; returns `out_dir`."
+    out = Path(out_dir)
+    db = out / AUDIO_DIR
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"{out}: synth needs a folder, this is a file")
     if out.is_dir() and any(out.iterdir()):  # never write into someone's files, even "just" the metadata
         if not (overwrite and (out / MARKER).is_file()):
@@ -428,7 +449,9 @@ def make_synthetic(out_dir, recordings: int = 24, seed: int = 0, full: bool = Fa
     info = dict(version=SYNTH_VERSION, seed=seed, recordings=len(plan.recordings), full=full,
                 patients=len(plan.patients), cycles=plan.n_cycles, label_counts=plan.label_counts().tolist())
     (out / MARKER).write_text(json.dumps(info, indent=1))
-    if progress: print(f"wrote {len(plan.recordings)} recordings, {plan.n_cycles} cycles to {out} in {time.perf_counter() - t0:.1f} s")
+    if progress:
+        print(f"wrote {len(plan.recordings)} recordings, {plan.n_cycles} cycles to {out} "
+              f"in {time.perf_counter() - t0:.1f} s")
     return out
 
 # %% ../nbs/04_synthetic.ipynb #2dbd6e8c
@@ -446,27 +469,35 @@ def plot_class_examples(plan: SynthPlan, seed: int | None = None, fmax: float = 
     fig, axs = plt.subplots(2, 4, figsize=(16, 6), sharex='col')
     for k in range(4):
         r, j = find_cycle(plan, k)
-        x = render_recording(r, seed); s, e = r.bounds[j], r.bounds[j + 1]
-        seg = x[int(s * r.sr):int(e * r.sr)]; t = np.arange(len(seg)) / r.sr
-        axs[0, k].plot(t, seg, lw=.4); axs[0, k].set_title(f"{CLASSES[k]}: {r.stem} #{j}", fontsize=9)
+        x = render_recording(r, seed)
+        s, e = r.bounds[j], r.bounds[j + 1]
+        seg = x[int(s * r.sr):int(e * r.sr)]
+        t = np.arange(len(seg)) / r.sr
+        axs[0, k].plot(t, seg, lw=.4)
+        axs[0, k].set_title(f"{CLASSES[k]}: {r.stem} #{j}", fontsize=9)
         axs[1, k].specgram(seg, NFFT=1024, Fs=r.sr, noverlap=768, cmap='magma')
-        axs[1, k].set_ylim(0, fmax); axs[1, k].set_xlabel('time in cycle (s)')
-    axs[0, 0].set_ylabel('amplitude'); axs[1, 0].set_ylabel('Hz')
+        axs[1, k].set_ylim(0, fmax)
+        axs[1, k].set_xlabel('time in cycle (s)')
+    axs[0, 0].set_ylabel('amplitude')
+    axs[1, 0].set_ylabel('Hz')
     fig.tight_layout()
     return fig
 
 # %% ../nbs/04_synthetic.ipynb #fc96b574
 def cycle_cues(wave: np.ndarray, sr: int) -> dict:
-    "Crude class cues of one cycle: `peak_db` (tonality: strongest spectral line above the band median, 90th pct over frames) and `transients` (clicks per second)."
+    """Crude class cues of one cycle: `peak_db` (tonality: strongest spectral line above the band median, 90th pct
+    over frames) and `transients` (clicks per second)."""
     x = np.asarray(wave, np.float64)
     nfft = 1 << int(np.ceil(np.log2(0.064 * sr)))                # ~64 ms frames, 50 % hop
     if len(x) < nfft: x = np.pad(x, (0, nfft - len(x)))
     fr = np.lib.stride_tricks.sliding_window_view(x, nfft)[::nfft // 2] * np.hanning(nfft)
     P = np.abs(np.fft.rfft(fr, axis=1)) ** 2
-    f = np.fft.rfftfreq(nfft, 1 / sr); band = (f >= 100) & (f <= min(1900., sr / 2 - 50))
+    f = np.fft.rfftfreq(nfft, 1 / sr)
+    band = (f >= 100) & (f <= min(1900., sr / 2 - 50))
     pk = 10 * np.log10(P[:, band].max(1) / (np.median(P[:, band], 1) + 1e-20) + 1e-20)
     d = np.abs(np.diff(np.asarray(wave, np.float64)))              # clicks stand out after differentiation
-    w = max(1, int(0.002 * sr)); e = np.convolve(d, np.ones(w) / w, 'same')
+    w = max(1, int(0.002 * sr))
+    e = np.convolve(d, np.ones(w) / w, 'same')
     thr = 5 * np.median(e) + 1e-12
     above = e > thr
     n_on = int(np.sum(above[1:] & ~above[:-1])) + int(above[0]) if len(above) else 0
@@ -493,7 +524,8 @@ def ensure_synthetic(path=None, recordings: int = DEFAULT_RECORDINGS, seed: int 
     n = FULL_RECORDINGS if full else recordings
     if is_synthetic_complete(path, n, seed): return path
     if path.exists() and any(path.iterdir()):
-        raise FileExistsError(f"{path} exists but is not a complete synthetic set (recordings={n}, seed={seed}); remove it or pick another path")
+        raise FileExistsError(f"{path} exists but is not a complete synthetic set (recordings={n}, seed={seed}); "
+                              "remove it or pick another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:

@@ -26,8 +26,8 @@ from .runs import RunFolder, load_checkpoint, load_model_state, model_state, rng
 # %% auto #0
 __all__ = ['cosine_lr', 'MovingAverageUpdate', 'train_step', 'make_optimizer', 'Learner', 'setup_run',
            'TrainingDiverged', 'run_epoch', 'predict_logits', 'scores', 'evaluate', 'seed_everything',
-           'default_out', 'TrainingRun', 'start_run', 'train_epoch', 'fit', 'finish', 'train', 'plot_history',
-           'estimate_seconds']
+           'default_out', 'TrainingRun', 'start_run', 'prepare_epoch', 'train_epoch', 'fit', 'finish',
+           'train', 'plot_history', 'estimate_seconds']
 
 # %% ../nbs/16_train.ipynb #b69b3676
 def cosine_lr(lr: float, epoch: int, epochs: int, min_lr_ratio: float = 1e-3) -> float:
@@ -279,16 +279,22 @@ def start_run(cfg: Config, resume: bool = False, overwrite: bool = False, log: C
     return run
 
 # %% ../nbs/16_train.ipynb #fitcode
-def train_epoch(run: TrainingRun, epoch: int) -> dict:
-    "One epoch: reseed, train, evaluate; returns its history entry."
-    cfg, lrn, data = run.cfg, run.learner, run.data
+def prepare_epoch(cfg: Config, data: Data, learner: Learner, epoch: int) -> tuple[float, Callable | None, object]:
+    "Reseed every stream from (seed, epoch), set the epoch's learning rate: (lr, SpecAugment or None, batches)."
     s = seed_everything(cfg.seed, epoch)
     augment = None if cfg.specaug == 'off' else SpecAugment(T=specaug_time_width(data.n_frames),
                                                             upstream=cfg.specaug == 'upstream', seed=s + 1)
-    lrn.model.generator.manual_seed(s + 2)                                # the same mixing draws on every process
+    learner.model.generator.manual_seed(s + 2)                            # the same mixing draws on every process
     lr = cosine_lr(cfg.lr, epoch, cfg.epochs, cfg.min_lr_ratio)
-    lrn.set_lr(lr)
-    batches = train_loader(data, cfg.batch_size, s, cfg.num_workers, pin_memory=lrn.model.device.type == 'cuda')
+    learner.set_lr(lr)
+    pin = learner.model.device.type == 'cuda'
+    return lr, augment, train_loader(data, cfg.batch_size, s, cfg.num_workers, pin_memory=pin)
+
+
+def train_epoch(run: TrainingRun, epoch: int) -> dict:
+    "One epoch: reseed, train, evaluate; returns its history entry."
+    cfg, lrn, data = run.cfg, run.learner, run.data
+    lr, augment, batches = prepare_epoch(cfg, data, lrn, epoch)
     t0 = time.time()
     steps = run_epoch(lrn, batches, augment, cfg.max_steps, epoch, cfg.progress and run.rank == 0)
     seconds = time.time() - t0

@@ -13,7 +13,7 @@ import torch
 from patchmix_nb.cli import main
 from patchmix_nb.icbhi import AUDIO_DIR
 from patchmix_nb.synthetic import make_synthetic
-from patchmix_nb.train import load_checkpoint
+from patchmix_nb.runs import load_checkpoint
 
 SMOKE = ['--preset', 'smoke', '--no-progress', '--max-steps', '2']
 
@@ -171,6 +171,7 @@ def test_sweep_refuses_unknown_fields_and_an_out_inside_the_dataset(data, tmp_pa
 KILL_DURING_SAVE = textwrap.dedent('''
     import os, sys, time, torch
     import patchmix_nb.train as T
+    from patchmix_nb.config import make_config
     real_save, signal_file = torch.save, sys.argv[2]
     def slow_save(obj, f, *a, **k):
         if isinstance(obj, dict) and obj.get('epoch') == 2 and 'optimizer' in obj:   # epoch 2's last.pt
@@ -178,7 +179,7 @@ KILL_DURING_SAVE = textwrap.dedent('''
             open(signal_file, 'w').close(); time.sleep(600)
         return real_save(obj, f, *a, **k)
     T.torch.save = slow_save
-    T.train(T.make_config('smoke', epochs=3, max_steps=2, out_dir=sys.argv[1], progress=False, data_dir=sys.argv[3]), log=None)
+    T.train(make_config('smoke', epochs=3, max_steps=2, out_dir=sys.argv[1], progress=False, data_dir=sys.argv[3]), log=None)
 ''')
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from patchmix_nb.train import load_checkpoint
+from patchmix_nb.runs import load_checkpoint
 
 TORCHRUN = shutil.which('torchrun', path=str(Path(sys.executable).parent)) or shutil.which('torchrun')
 pytestmark = pytest.mark.skipif(TORCHRUN is None or not torch.distributed.is_gloo_available(),

@@ -6,9 +6,12 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from patchmix_nb.config import make_config
+from patchmix_nb.data import load_data, n_frames_for
 from patchmix_nb.embeddings import (chance_accuracy, compare_runs, extract_embeddings, knn_accuracy, plot_embeddings,
                                     split_rows, tsne, tsne_perplexity)
-from patchmix_nb.train import build_parts, load_data, make_config, n_frames_for, save_checkpoint
+from patchmix_nb.model import build_model
+from patchmix_nb.runs import model_state, save_checkpoint
 
 DUR = 2.0   # short clips: 198 frames, cheap forward passes
 
@@ -19,13 +22,11 @@ def data():
 
 
 def _checkpoint(path, method, duration=DUR, seed=0):
-    "A run checkpoint as `train` writes it, from randomly initialised parts (no training needed)."
-    cfg = make_config('cpu-demo', duration=duration, method=method, synthetic_recordings=48)
+    "A run checkpoint as `train` writes it, from a randomly initialised model (no training needed)."
+    cfg = make_config('cpu-demo', duration=duration, method=method, synthetic_recordings=48, precision='fp32')
     torch.manual_seed(seed)
-    parts = build_parts(cfg, n_frames_for(duration), torch.device('cpu'))
-    state = {n: m.state_dict() for n, m in (('model', parts.model), ('head', parts.head), ('projector', parts.projector))
-             if m is not None}
-    save_checkpoint({**state, 'config': cfg.to_dict(), 'epoch': 1}, path)
+    model = build_model(cfg, n_frames_for(duration), 'cpu')
+    save_checkpoint({**model_state(model), 'config': cfg.to_dict(), 'epoch': 1}, path)
     return path
 
 
@@ -47,11 +48,11 @@ def test_embeddings_aligned_with_cache_rows(data, ckpts):
     np.testing.assert_array_equal(frame['label'].to_numpy(), data.labels[rows])
     assert set(frame['split']) == {'test'}
     # row i of the embedding is the backbone feature of cache row frame.row[i]
-    from patchmix_nb.train import load_run
-    _, parts = load_run(ckpts['ce'])
+    from patchmix_nb.inference import load_run
+    _, model = load_run(ckpts['ce'])
     pick = [0, len(rows) // 2, len(rows) - 1]
     x = torch.from_numpy(np.array(data.cache.features[rows[pick]], dtype=np.float32))[:, None]   # (3, 1, T, 128)
-    with torch.no_grad(): ref = parts.model(x).numpy()
+    with torch.no_grad(): ref = model.backbone(x).numpy()
     np.testing.assert_allclose(emb[pick], ref, rtol=1e-4, atol=1e-5)
 
 
@@ -123,3 +124,28 @@ def test_compare_runs_figure(data, ckpts):
     assert isinstance(f2, Figure)
     with pytest.raises(ValueError, match='by must be'):
         plot_embeddings(np.zeros((3, 2)), data.cache.cycles.iloc[:3], by='patient')
+
+
+def test_diagnosis_task_labels_the_frame_and_a_model_in_memory():
+    "A 3-class diagnosis model, passed as a model or a (cfg, model) pair: the frame names the task's classes."
+    names = ('healthy', 'chronic', 'non-chronic')
+    cfg = make_config('cpu-demo', duration=DUR, method='ce', synthetic_recordings=48, class_split='diagnosis',
+                      precision='fp32')
+    dx = load_data(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, n_frames_for(DUR), 'cpu')
+    assert model.n_cls == 3 and dx.task.names == names
+    emb, frame = extract_embeddings(model, dx, 'val')
+    emb2, frame2 = extract_embeddings((cfg, model), None, 'val')       # the pair's config finds the data
+    np.testing.assert_allclose(emb, emb2, rtol=1e-5, atol=1e-6)
+    rows = dx.rows('val')
+    np.testing.assert_array_equal(frame['row'].to_numpy(), rows)
+    assert list(frame['class_name']) == [names[i] for i in dx.labels[rows]] == list(frame2['class_name'])
+    fig = plot_embeddings(np.zeros((len(frame), 2)), frame)               # legend: the task's classes
+    legend = {t.get_text().rsplit(' (', 1)[0] for t in fig.axes[0].get_legend().get_texts()}
+    assert legend and legend <= set(names)
+    assert set(frame['diagnosis']) <= {'COPD', 'Healthy', 'URTI', 'Bronchiectasis', 'Bronchiolitis', 'Pneumonia',
+                                       'LRTI', 'Asthma'}
+    fig = plot_embeddings(np.zeros((len(frame), 2)), frame, by='diagnosis')
+    with pytest.raises(ValueError, match='without its config'):
+        extract_embeddings(model)                                          # a bare model needs its data

@@ -7,11 +7,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from matplotlib.colors import to_rgb
-from patchmix_nb.icbhi import CLASSES, CLASS_COLORS, LOCATIONS, MODES, load_index
+from patchmix_nb.icbhi import CLASSES, LOCATIONS, MODES, load_index
 from patchmix_nb.synthetic import make_synthetic
-from patchmix_nb.explore import (duration_extremes, pick_class_examples, plot_class_examples, plot_device_balance,
-                               plot_duration_histogram, plot_sample_rates, recording_browser, recording_view,
-                               sample_rate_table, mel_bin_of_hz, load_recording_data)
+from patchmix_nb.explore import (CLASS_COLORS, duration_extremes, pick_class_examples, plot_class_examples,
+                                 plot_device_balance, plot_duration_histogram, plot_sample_rates, recording_browser,
+                                 recording_view, sample_rate_table, mel_bin_of_hz, load_recording_data)
 
 ICBHI = Path(os.environ.get('PATCHMIX_ICBHI') or Path(__file__).resolve().parents[2]/'shared'/'icbhi')
 NBS = Path(__file__).resolve().parents[1]/'nbs'

@@ -1,13 +1,21 @@
 "Tests of patchmix_nb.hears: attention recomputed from the blocks, rollout, the token grid, gradient saliency."
+import json
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 from patchmix_nb.ast import AST, ast_config
-from patchmix_nb.hears import (attention_rollout, attention_weights, explain, grid_to_pixels, pick_examples,
-                               record_attention, rollout_grid, saliency)
-from patchmix_nb.train import Parts, make_config
+from patchmix_nb.config import make_config
+from patchmix_nb.data import Task, load_data
+from patchmix_nb.embeddings import extract_embeddings, run_data
+from patchmix_nb.hears import (HearsBrowser, attention_rollout, attention_weights, explain, grid_to_pixels,
+                               pick_examples, plot_examples, predict_rows, record_attention, rollout_grid, saliency)
+from patchmix_nb.inference import load_run
+from patchmix_nb.model import PatchMixModel
+from patchmix_nb.train import train
 
 
 def tiny(n_frames=58, pool='cls', seed=0):
@@ -103,49 +111,100 @@ def test_grid_to_pixels_one_token():
 
 class _Region(nn.Module):
     "A 'backbone' that reads only frames 5..9, mel 0..3 of its input."
+    num_features = 20
     def forward(self, x): return (x[:, 0, 5:10, :4] ** 2).flatten(1)
+
+
+def _with_head(backbone, head, input_norm=(0.0, 1.0)):
+    "A model of `backbone` whose head g is `head` (a plain Linear: gradients known by hand)."
+    model = PatchMixModel(backbone, head.out_features, method='ce', input_norm=input_norm).eval()
+    model.head = head
+    return model
 
 
 def test_saliency_nonzero_only_where_input_matters():
     x = torch.randn(2, 1, 20, 8, generator=torch.Generator().manual_seed(0))
     head = nn.Linear(20, 3)
-    S, logits = saliency(_Region(), head, x)
+    S, logits = saliency(_with_head(_Region(), head), x)
     assert S.shape == (2, 20, 8) and logits.shape == (2, 3)
     inside = torch.zeros(20, 8, dtype=torch.bool); inside[5:10, :4] = True
     assert (S[:, ~inside] == 0).all() and (S[:, inside] > 0).all()
     c = logits.argmax(1)                                                # default target: the prediction
     w = head.weight[c].view(2, 5, 4)                                    # d logit_c / d x = 2 x w_c
     assert torch.allclose(S[:, inside].view(2, 5, 4), (2 * x[:, 0, 5:10, :4] * w).abs(), atol=1e-6)
-    S0, _ = saliency(_Region(), head, x, target=[0, 0])
+    S0, _ = saliency(_with_head(_Region(), head), x, target=[0, 0])
     assert torch.allclose(S0[:, inside].view(2, 5, 4), (2 * x[:, 0, 5:10, :4] * head.weight[0].view(5, 4)).abs(), atol=1e-6)
-    S2, _ = saliency(_Region(), head, x, target=c, scale=lambda t: 3 * t)   # chain rule through the run's scaling
+    S2, _ = saliency(_with_head(_Region(), head, (0.0, 1 / 3)), x, target=c)   # chain rule through the run's scaling
     assert torch.allclose(S2, 9 * S, atol=1e-5)
 
 
 def test_saliency_finite_difference_on_ast():
-    m, head = tiny(), nn.Linear(192, 4)
+    model = _with_head(tiny(), nn.Linear(192, 4))
+    m = model.backbone
     x = torch.randn(1, 1, 58, 128, generator=torch.Generator().manual_seed(1))
-    S, _ = saliency(m, head, x, target=1)
+    S, _ = saliency(model, x, target=1)
     t, f = divmod(int(S[0].argmax()), 128)
     e = torch.zeros_like(x); e[0, 0, t, f] = 1e-2
     with torch.no_grad():
-        fd = (head(m(x + e))[0, 1] - head(m(x - e))[0, 1]) / 2e-2
+        fd = (model.logits(x + e)[0, 1] - model.logits(x - e)[0, 1]) / 2e-2
     assert float(fd.abs()) == pytest.approx(float(S[0, t, f]), rel=1e-2)
     assert not m.training and x.grad is None                            # the input is left alone
 
 
 def test_explain_and_examples():
     m = tiny(58, 'mean')
-    parts = Parts(m, nn.Sequential(nn.LayerNorm(192), nn.Linear(192, 4)), None, make_config('cpu-demo'), None,
-                  torch.Generator(), (0.5, 2.0))
+    model = PatchMixModel(m, 4, method='ce', input_norm=(0.5, 2.0)).eval()     # head g: LayerNorm -> Linear
     x = torch.randn(3, 1, 58, 128)
-    out = explain(parts, x)
+    out = explain(model, x)
     assert out['rollout'].shape == (3, 12, 5) and out['rollout_px'].shape == (3, 58, 128)
     assert out['saliency'].shape == (3, 58, 128) and (out['saliency'] > 0).any()
-    with torch.no_grad(): ref = parts.head(m(parts.scale(x)))
+    with torch.no_grad(): ref = model.head(m(model.scale(x)))
     assert torch.allclose(out['logits'], ref, atol=1e-5) and torch.equal(out['pred'], ref.argmax(1))
     pred = pd.DataFrame({'row': range(6), 'label': [0, 0, 1, 1, 2, 2], 'pred': [0, 1, 1, 1, 0, 3]})
     pred['correct'] = pred['label'] == pred['pred']
-    ex = pick_examples(pred, 4)
+    ex = pick_examples(pred)
     assert sorted(zip(ex['label'], ex['outcome'])) == [(0, 'correct'), (0, 'wrong'), (1, 'correct'), (2, 'wrong')]
     assert all(pred.set_index('row').loc[r, 'correct'] == (o == 'correct') for r, o in zip(ex['row'], ex['outcome']))
+
+
+DX = ('healthy', 'chronic', 'non-chronic')
+
+
+@pytest.fixture(scope='module')
+def dx_run(tmp_path_factory):
+    "best.pt of a tiny run of the diagnosis task (3 classes), trained with a private PATCHMIX_HOME (kept for the tests)."
+    root = tmp_path_factory.mktemp('dx')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('PATCHMIX_HOME', str(root / 'home'))
+        train(make_config('smoke', class_split='diagnosis', out_dir=str(root / 'run'), progress=False), log=None)
+        yield root / 'run' / 'best.pt'
+
+
+def test_diagnosis_run_embeddings_and_predictions_name_its_classes(dx_run):
+    cfg, model = load_run(dx_run)
+    assert Task.of(cfg).names == DX and model.n_cls == 3
+    emb, frame = extract_embeddings(dx_run, split='all')              # the run's own data, its task: no n_cls error
+    data = run_data(cfg)
+    assert data.task.names == DX and emb.shape[0] == len(frame) == len(data.split)
+    np.testing.assert_array_equal(frame['label'].to_numpy(), data.labels)
+    assert list(frame['class_name']) == [DX[i] for i in data.labels] and 'chronic' in set(frame['class_name'])
+
+    rows = data.rows('test')
+    pred = predict_rows((cfg, model), data, rows)
+    np.testing.assert_array_equal(pred['label'].to_numpy(), data.labels[rows])
+    assert list(pred['true_name']) == [DX[i] for i in data.labels[rows]]
+    assert list(pred['pred_name']) == [DX[i] for i in pred['pred']] and set(pred['pred_name']) <= set(DX)
+    metrics = json.loads((dx_run.parent / 'metrics.json').read_text())
+    assert 100 * pred['correct'].mean() == pytest.approx(metrics['test']['acc'])   # the run's own figure
+
+    ex = pick_examples(pred)
+    assert len(ex) and set(ex['true_name']) <= set(DX)
+    titles = ' '.join(a.get_title() for a in plot_examples(model, data, ex).axes)
+    assert 'chronic' in titles and not {'normal', 'crackle', 'wheeze'} & set(titles.replace(':', ' ').split())
+    browser = HearsBrowser(model, data, pred)
+    assert [n for n, _ in browser.cls.options] == ['all', *DX]
+    assert all(' → ' in label and label.split(': ', 1)[1].split(' → ')[0] in DX for label, _ in browser.cycle.options)
+
+    lung = load_data(replace(cfg, class_split='lungsound', n_cls=4))   # the same cycles, labelled by lung sound
+    with pytest.raises(ValueError, match='predicts 3 classes'):
+        predict_rows(model, lung, lung.rows('test'))

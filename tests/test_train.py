@@ -9,9 +9,13 @@ import torch
 
 from patchmix_nb.ast import AST, CheckpointError, ast_config
 from patchmix_nb import train as T
-from patchmix_nb.train import (STEPS, Config, MovingAverageUpdate, TrainingDiverged, build_parts, cosine_lr, evaluate_run,
-                               load_checkpoint, load_data, make_config, make_optimizer, modules, n_frames_for,
-                               predict_recording, repair_run, summarize, train, train_step)
+from patchmix_nb.icbhi import ICBHIError
+from patchmix_nb.config import Config, config_hash, make_config
+from patchmix_nb.data import Task, load_data, n_frames_for
+from patchmix_nb.model import STEPS, build_model
+from patchmix_nb.runs import RunFolder, load_checkpoint, summarize
+from patchmix_nb.train import MovingAverageUpdate, TrainingDiverged, cosine_lr, make_optimizer, train, train_step
+from patchmix_nb.inference import evaluate_run, load_run, predict_recording
 
 TINY = dict(synthetic_recordings=48, duration=2.0, epochs=2, max_steps=2, batch_size=8, progress=False)
 
@@ -83,9 +87,9 @@ def test_evaluate_reproduces_selected_epoch(run_dir):
 def test_patch_stride_sets_the_token_grid_and_travels_with_the_run(run_dir):
     out, m = run_dir
     assert m['config']['patch_stride'] == 16                            # the cpu-demo preset tiles its patches
-    cfg, parts = T.load_run(out / 'best.pt')
-    assert (cfg.patch_stride, parts.model.grid, parts.model.stride) == (16, (8, 12), (16, 16))   # 2 s clips: 96 tokens
-    paper_grid = build_parts(replace(cfg, patch_stride=10), n_frames_for(2.0), torch.device('cpu')).model.grid
+    cfg, model = load_run(out / 'best.pt')
+    assert (cfg.patch_stride, model.backbone.grid, model.backbone.stride) == (16, (8, 12), (16, 16))   # 2 s: 96 tokens
+    paper_grid = build_model(replace(cfg, patch_stride=10), n_frames_for(2.0), torch.device('cpu')).backbone.grid
     assert paper_grid == (12, 19)                                        # the paper's overlapping patches: 228
     assert Config.from_dict({k: v for k, v in m['config'].items() if k != 'patch_stride'}).patch_stride == 10  # older runs
 
@@ -113,8 +117,7 @@ def test_summarize_selection_protocols():
 
 
 def test_cosine_schedule_and_ma_update():
-    cfg = Config(lr=5e-5, epochs=50)
-    assert cosine_lr(cfg, 1) == pytest.approx(4.995e-5, rel=1e-3) and cosine_lr(cfg, 50) == pytest.approx(5e-8)
+    assert cosine_lr(5e-5, 1, 50) == pytest.approx(4.995e-5, rel=1e-3) and cosine_lr(5e-5, 50, 50) == pytest.approx(5e-8)
     bn = torch.nn.BatchNorm1d(3)
     ma = MovingAverageUpdate([bn], 0.5)
     ma.snapshot()
@@ -137,7 +140,7 @@ def test_config_errors():
         Config.from_dict({'lr': 1e-3, 'learning_rate': 1e-3})
     for bad, msg in ((dict(temperature=0), 'temperature'), (dict(temperature=-1), 'temperature'), (dict(max_steps=0), 'max_steps'),
                      (dict(duration=0), 'duration must be > 0'), (dict(pos_embed_mode='bogus'), 'pos_embed_mode'),
-                     (dict(precision='fp8'), 'precision'), (dict(class_split='diagnosis'), 'n_cls must be one of 2, 3'),
+                     (dict(precision='fp8'), 'precision'), (dict(class_split='diagnosis', n_cls=4), 'n_cls must be one of 3, 2'),
                      (dict(patch_stride=0), 'patch_stride must be 1..16'), (dict(patch_stride=17), 'would skip bins')):
         with pytest.raises(ValueError, match=msg):
             make_config(**bad)
@@ -167,13 +170,13 @@ def test_train_from_official_ast_checkpoint(tmp_path):
 
 # ---------------------------------------------------------------- the reference's step order, literally
 
-def _reference_step(parts, x, y, opt, beta):
+def _reference_step(model, x, y, opt, beta):
     """A literal transcription of the reference's iteration with --ma_update: deep copies of the state dicts at the
     start of the iteration, forward, loss, backward, step, then every entry blended and loaded back."""
     import copy
-    nets = modules(parts)
+    nets = model.nets()
     ma_ckpt = [copy.deepcopy(m.state_dict()) for m in nets]               # at the start of the iteration
-    loss, _ = STEPS[parts.cfg.method](parts, x, y)
+    loss, _ = STEPS[model.method](model, x, y)
     opt.zero_grad(); loss.backward(); opt.step()
     for m, old in zip(nets, ma_ckpt):
         new = m.state_dict()
@@ -184,10 +187,10 @@ def _reference_step(parts, x, y, opt, beta):
 def _fixed_parts(method='patchmix_cl', fused=True):
     cfg = make_config('smoke', method=method, precision='fp32', device='cpu', weighted_loss=False, fused_passes=fused)
     torch.manual_seed(0)
-    parts = build_parts(cfg, n_frames_for(cfg.duration), torch.device('cpu'))
+    model = build_model(cfg, n_frames_for(cfg.duration), torch.device('cpu'))
     x = torch.randn(8, 1, n_frames_for(cfg.duration), 128, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
-    return cfg, parts, x, y
+    return cfg, model, x, y
 
 
 @pytest.mark.parametrize('fused', [False, True])
@@ -196,15 +199,16 @@ def test_train_step_equals_the_reference_order(fused):
     (two passes); also with the clean and mixed passes fused into one batch of 2B."""
     import copy
     cfg, a, x, y = _fixed_parts(fused=fused)
-    b = copy.deepcopy(a); b.cfg = replace(a.cfg, fused_passes=False)
+    b = copy.deepcopy(a)
+    b.fused_passes = False
     for p in (a, b): p.generator.manual_seed(5)                           # the same mixing plan (λ, π, mask)
-    opt_a, opt_b = make_optimizer(a), torch.optim.Adam([q for m in modules(b) for q in m.parameters()], lr=cfg.lr,
-                                                       weight_decay=cfg.weight_decay)
-    loss_a, _ = train_step(a, x, y, opt_a, MovingAverageUpdate(modules(a), cfg.ma_beta))
+    opt_a = make_optimizer(a, cfg.lr, cfg.weight_decay)
+    opt_b = torch.optim.Adam([q for m in b.nets() for q in m.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_a, _ = train_step(a, x, y, opt_a, MovingAverageUpdate(a.nets(), cfg.ma_beta))
     loss_b = _reference_step(b, x, y, opt_b, cfg.ma_beta)
     assert float(loss_a) == pytest.approx(loss_b.item(), abs=1e-6)
     diffs = []
-    for ma_, mb in zip(modules(a), modules(b)):
+    for ma_, mb in zip(a.nets(), b.nets()):
         sa, sb = ma_.state_dict(), mb.state_dict()
         for k in sb:
             if not fused:
@@ -223,8 +227,8 @@ def test_snapshot_after_backward_would_miss_the_buffers():
     cfg, a, x, y = _fixed_parts()
     b = copy.deepcopy(a)
     for p in (a, b): p.generator.manual_seed(5)
-    train_step(a, x, y, make_optimizer(a), MovingAverageUpdate(modules(a), cfg.ma_beta))
-    opt_b, ma_b = make_optimizer(b), MovingAverageUpdate(modules(b), cfg.ma_beta)
+    train_step(a, x, y, make_optimizer(a, cfg.lr, cfg.weight_decay), MovingAverageUpdate(a.nets(), cfg.ma_beta))
+    opt_b, ma_b = make_optimizer(b, cfg.lr, cfg.weight_decay), MovingAverageUpdate(b.nets(), cfg.ma_beta)
     loss, _ = STEPS[cfg.method](b, x, y); opt_b.zero_grad(); loss.backward()
     ma_b.snapshot(); opt_b.step(); ma_b.blend()                           # the former order
     bn = lambda p: next(m for m in p.projector.modules() if isinstance(m, torch.nn.BatchNorm1d))
@@ -236,7 +240,7 @@ def test_every_method_takes_a_step(method):
     "Each method's step runs through train_step: a finite loss, λ logged where there is mixing, and the weights move."
     cfg, p, x, y = _fixed_parts(method)
     before = {k: v.clone() for k, v in p.head.state_dict().items()}
-    loss, logs = train_step(p, x, y, make_optimizer(p), MovingAverageUpdate(modules(p), cfg.ma_beta))
+    loss, logs = train_step(p, x, y, make_optimizer(p, cfg.lr, cfg.weight_decay), MovingAverageUpdate(p.nets(), cfg.ma_beta))
     assert torch.isfinite(loss)
     assert ('lam' in logs) == (method != 'ce') and (method != 'ce') <= (0 <= float(logs.get('lam', 0)) <= 1)
     if method == 'patchmix_cl': assert set(logs) == {'ce', 'cl', 'lam'}
@@ -253,11 +257,11 @@ def test_run_folder_is_never_overwritten(tmp_path):
     with pytest.raises(FileNotFoundError, match='nothing to resume'):
         train(replace(cfg, out_dir=str(tmp_path / 'empty')), resume=True, log=None)
     m = train(cfg, overwrite=True, log=None)
-    assert m['epochs_done'] == 1 and json.loads((tmp_path / 'r' / 'metrics.json').read_text())['config_hash'] == T.config_hash(cfg)
+    assert m['epochs_done'] == 1 and json.loads((tmp_path / 'r' / 'metrics.json').read_text())['config_hash'] == config_hash(cfg)
 
 
 def test_a_diverged_run_is_an_error_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
-    monkeypatch.setattr(T, 'cosine_lr', lambda cfg, e: 1e-3 if e == 1 else float('nan'))   # epoch 2 diverges
+    monkeypatch.setattr(T, 'cosine_lr', lambda lr, e, *a: 1e-3 if e == 1 else float('nan'))   # epoch 2 diverges
     cfg = make_config('smoke', epochs=2, max_steps=3, out_dir=str(tmp_path / 'r'), progress=False)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2: loss is nan \(ce nan, cl nan, lam"):
         train(cfg, log=None)
@@ -274,7 +278,7 @@ def test_a_mixed_run_folder_is_repaired_from_last_pt(tmp_path):
     train(cfg, resume=True, log=None)                                      # a: epoch 2 complete
     shutil.copy(tmp_path / 'a' / 'last.pt', tmp_path / 'b' / 'last.pt')   # b: last.pt of epoch 2, the rest of epoch 1
     (tmp_path / 'b' / '.last.pt.999999999.tmp').write_bytes(b'')         # a dead writer's leftover
-    fixed = repair_run(tmp_path / 'b')
+    fixed = RunFolder(tmp_path / 'b').repair()
     assert any('metrics.json rebuilt' in f for f in fixed) and any('.last.pt.999999999.tmp' in f for f in fixed)
     ma, mb = (json.loads((tmp_path / d / 'metrics.json').read_text()) for d in 'ab')
     assert mb['epochs_done'] == 2 and mb['selected_epoch'] == ma['selected_epoch']
@@ -301,12 +305,12 @@ def test_predict_refuses_cycles_past_the_end(tmp_path, run_dir):
     rec = d.index.recordings.iloc[0]
     txt = tmp_path / Path(rec.txt).name
     txt.write_text(f"0.5\t{rec.duration + 24:.3f}\t0\t0\n")
-    with pytest.raises(T.ICBHIError, match=rf"{txt.name}:1: cycle ends at .* after the end of its audio"):
+    with pytest.raises(ICBHIError, match=rf"{txt.name}:1: cycle ends at .* after the end of its audio"):
         predict_recording(run_dir[0] / 'best.pt', rec.wav, txt)
 
 
 def test_diagnosis_task_labels_each_cycle_by_its_patient(tmp_path):
-    cfg = make_config('smoke', class_split='diagnosis', n_cls=3, out_dir=str(tmp_path / 'dx'), progress=False)
+    cfg = make_config('smoke', class_split='diagnosis', out_dir=str(tmp_path / 'dx'), progress=False)   # n_cls: 3
     d = load_data(cfg)
     diag = d.index.recordings.set_index('stem')['diagnosis']
     from patchmix_nb.icbhi import diagnosis_label
@@ -314,4 +318,4 @@ def test_diagnosis_task_labels_each_cycle_by_its_patient(tmp_path):
     assert d.labels.tolist() == want and set(want) >= {0}
     m = train(cfg, log=None)
     assert m['test']['score'] == pytest.approx((m['test']['sp'] + m['test']['se']) / 2)
-    assert T.class_names(cfg) == ('healthy', 'chronic', 'non-chronic')
+    assert cfg.n_cls == 3 and Task.of(cfg).names == ('healthy', 'chronic', 'non-chronic')
