@@ -5,108 +5,186 @@
 # %% ../nbs/22_cli.ipynb #0a72bea3
 from __future__ import annotations
 
-import argparse, json, os, sys, time, traceback
-from dataclasses import fields, replace
+import argparse, json, sys, time, traceback
 from pathlib import Path
 
 from .icbhi import ICBHIError, load_index
 from .ast import CheckpointError
+from .config import CHOICES, FIELDS, METHODS, PRESETS, make_config, parse_value
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'COMMANDS', 'add_config_flags', 'config_from_args', 'build_parser', 'cmd_synth', 'cmd_stats',
-           'format_stats', 'cmd_prepare', 'cmd_train', 'cmd_eval', 'cmd_predict', 'add_sweep_args',
-           'cmd_sweep', 'cmd_demo', 'main']
+__all__ = ['ALIASES', 'CHOICE_OF', 'USER_ERRORS', 'COMMANDS', 'add_config_flags', 'config_values', 'config_from_args',
+           'add_sweep_args', 'build_parser', 'format_stats', 'cmd_synth', 'cmd_stats', 'cmd_prepare',
+           'cmd_train', 'cmd_eval', 'cmd_predict', 'cmd_sweep', 'cmd_demo', 'main']
 
 # %% ../nbs/22_cli.ipynb #3cc53fc6
-def _flag_type(annotation: str):
-    a = str(annotation)
-    return bool if 'bool' in a else int if 'int' in a else float if 'float' in a else str
+ALIASES = {'data_dir': ['--data'], 'out_dir': ['--out']}
+CHOICE_OF = {**CHOICES, 'preset': tuple(PRESETS)}
 
-def add_config_flags(p: argparse.ArgumentParser, skip: tuple = ()) -> None:
+
+def _reader(name: str):
+    "An argparse type for Config field `name`: `parse_value`, its error as argparse's."
+    def read(text: str):
+        try: return parse_value(name, text)
+        except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
+    read.__name__ = name
+    return read
+
+
+def add_config_flags(p, skip: tuple = ()) -> None:
     "One flag per Config field (`--batch-size` for batch_size; `--data`, `--out` short for data_dir, out_dir)."
-    from patchmix_nb.train import Config
-    aliases = {'data_dir': ['--data'], 'out_dir': ['--out']}
-    for f in fields(Config):
-        if f.name in skip: continue
-        names = aliases.get(f.name, []) + [f"--{f.name.replace('_', '-')}"]
-        t, h = _flag_type(f.type), f"{f.metadata.get('help', '')} (default: {f.default})"
-        if t is bool: p.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=h)
-        else: p.add_argument(*names, dest=f.name, type=t, default=None, metavar=f.name.upper(), help=h)
+    for name, f in FIELDS.items():
+        if name in skip: continue
+        names = ALIASES.get(name, []) + [f"--{name.replace('_', '-')}"]
+        h = f"{f.metadata['help']} (default: {f.default})"
+        if name == 'preset': h = 'preset to start from (default: none, the Config defaults)'
+        if str(f.type).startswith('bool'):
+            p.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=None, help=h)
+        else:
+            choices = CHOICE_OF.get(name)
+            p.add_argument(*names, dest=name, type=_reader(name), default=None, choices=choices, help=h,
+                           metavar=None if choices else str(f.type).split(' ')[0].upper())
+
+
+def config_values(args: argparse.Namespace, skip: tuple = ()) -> dict:
+    "The Config fields given as flags."
+    return {n: getattr(args, n) for n in FIELDS if n not in skip and getattr(args, n, None) is not None}
+
 
 def config_from_args(args: argparse.Namespace):
-    "Config from parsed `train` flags: the preset, then every flag that was given."
-    from patchmix_nb.train import Config, make_config
-    given = {f.name: getattr(args, f.name) for f in fields(Config) if getattr(args, f.name, None) is not None}
+    "Config from parsed `train` flags: `make_config(--preset, **every flag given)`."
+    given = config_values(args)
     return make_config(given.pop('preset', None), **given)
 
-# %% ../nbs/22_cli.ipynb #a08f8cc2
-def build_parser() -> argparse.ArgumentParser:
-    "The `patchmix` argument parser."
-    from patchmix_nb.train import METHODS, PRESETS
-    ap = argparse.ArgumentParser(prog='patchmix', description='Patch-Mix contrastive learning with AST on ICBHI 2017.')
-    ap.add_argument('--debug', action='store_true', help='show tracebacks')
-    sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
+# %% ../nbs/22_cli.ipynb #sw1
+def _parse_set(items: list[str]) -> dict:
+    "--set FIELD=VALUE ..., each value read as its field's type."
+    out = {}
+    for it in items:
+        if '=' not in it: raise ValueError(f"--set expects FIELD=VALUE, got {it!r}")
+        k, v = it.split('=', 1)
+        out[k.strip().replace('-', '_')] = parse_value(k, v)
+    return out
 
+
+def _parse_pairs(items: list[str], flag: str) -> dict:
+    "KEY=VALUE options (--slurm-extra), values as JSON where they parse."
+    out = {}
+    for it in items:
+        if '=' not in it: raise ValueError(f"{flag} expects KEY=VALUE, got {it!r}")
+        k, v = it.split('=', 1)
+        try: out[k.replace('-', '_')] = json.loads(v)
+        except json.JSONDecodeError: out[k.replace('-', '_')] = v
+    return out
+
+# %% ../nbs/22_cli.ipynb #sw2
+def _what_to_run(p) -> None:
+    g = p.add_argument_group('what to run')
+    g.add_argument('--grid', nargs='+', default=[], metavar='FIELD=V1,V2',
+                   help='grid over any Config field, e.g. --grid method=ce,patchmix_cl seed=1,2,3 temperature=0.06,0.1')
+    g.add_argument('--spec', metavar='NAME|FILE', help='a named spec (see --list-specs) or a YAML/JSON spec file')
+    g.add_argument('--methods', nargs='+', choices=METHODS, help='the method axis (--grid method=...)')
+    g.add_argument('--seeds', nargs='+', type=int, help='the seed axis (--grid seed=...)')
+    g.add_argument('--list-specs', action='store_true', help='list the named specs and exit')
+    s = p.add_argument_group("every run's settings (every train flag; a spec's preset unless --preset)")
+    add_config_flags(s, skip=('out_dir',))
+    s.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help='any Config field, as a flag')
+    s.add_argument('--out', '--out-dir', dest='out', help='the sweep folder: a run folder per point, summary.csv/.md')
+
+
+def _where_to_run(p) -> None:
+    e = p.add_argument_group('where to run')
+    e.add_argument('--executor', choices=['local', 'slurm'], default='local')
+    e.add_argument('--workers', type=int, help='local: runs at once (default: one per visible GPU, else 1); '
+                   'on a CPU each run gets cores/workers torch threads')
+    e.add_argument('--gpus', help='local: GPUs the workers own, e.g. 0,1,2,3 (default: all visible)')
+    e.add_argument('--slurm-partition')
+    e.add_argument('--slurm-gpus-per-run', type=int)
+    e.add_argument('--slurm-cpus-per-run', type=int, help='cores per job (and torch threads per run)')
+    e.add_argument('--slurm-mem', help='memory per job, e.g. 32G')
+    e.add_argument('--slurm-time', help='per job: minutes or HH:MM:SS (default 24 h)')
+    e.add_argument('--slurm-array-parallelism', type=int, help='jobs of the array running at once')
+    e.add_argument('--slurm-extra', action='append', default=[], metavar='KEY=VALUE',
+                   help='any other sbatch option, e.g. account=lab')
+    c = p.add_argument_group('control')
+    c.add_argument('--rerun', action='store_true',
+                   help='run again runs finished with other settings (old ones move to OUT/.replaced/)')
+    c.add_argument('--no-wait', dest='wait', action='store_false',
+                   help='slurm: return after submitting (follow with --status)')
+    c.add_argument('--dry-run', action='store_true', help='show what would run and what is kept; run nothing')
+    c.add_argument('--status', metavar='DIR', help='state of a sweep folder (done / running / failed / queued); exit')
+    c.add_argument('--interval', type=float, default=30., help='seconds between progress lines (default 30)')
+
+
+def add_sweep_args(p) -> None:
+    "The `sweep` flags: what to run, every run's settings (every train flag), where to run them, and control."
+    _what_to_run(p)
+    _where_to_run(p)
+
+# %% ../nbs/22_cli.ipynb #a08f8cc2
+def _data_commands(sub) -> None:
     p = sub.add_parser('synth', help='write a synthetic ICBHI set in the official layout')
     p.add_argument('out', help='output folder (created; must be empty)')
     p.add_argument('--recordings', type=int, default=48, help='number of recordings (default 48)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--full', action='store_true', help="ICBHI's size: 920 recordings, 126 patients, ~6,900 cycles")
     p.add_argument('--workers', type=int, default=None, help='processes (default: one per core, up to 4)')
-
     p = sub.add_parser('stats', help='statistics of an ICBHI folder (audio optional)')
     p.add_argument('data_dir', help='ICBHI folder: official layout, flat, or annotations only')
     p.add_argument('--split', help='split file (default: searched in DATA_DIR and its parent)')
-    p.add_argument('--diagnosis', help='diagnosis file'); p.add_argument('--folds', help='patient fold file')
+    p.add_argument('--diagnosis', help='diagnosis file')
+    p.add_argument('--folds', help='patient fold file')
     p.add_argument('--json', action='store_true', help='print JSON')
-
     p = sub.add_parser('prepare', help="compute every cycle's fbank once into the feature cache")
     p.add_argument('data_dir', nargs='?', help='ICBHI folder (default: the embedded synthetic set)')
     p.add_argument('--cache', help='cache folder (default: $PATCHMIX_HOME/cache)')
-    p.add_argument('--workers', type=int, default=2); p.add_argument('--dtype', default='float16', choices=['float16', 'float32'])
-    p.add_argument('--duration', type=float, default=8.0); p.add_argument('--pad', default='repeat', choices=['repeat', 'zero'])
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--dtype', default='float16', choices=['float16', 'float32'])
+    p.add_argument('--duration', type=float, default=8.0)
+    p.add_argument('--pad', default='repeat', choices=['repeat', 'zero'])
     p.add_argument('--no-progress', dest='progress', action='store_false')
-    p.add_argument('--skip-bad', action='store_true', help='leave out recordings that fail validation or have no audio (listed) instead of stopping')
+    p.add_argument('--skip-bad', action='store_true',
+                   help='leave out recordings that fail validation or have no audio (listed) instead of stopping')
 
+
+def _model_commands(sub) -> None:
     p = sub.add_parser('train', help='train a model; writes RUN/config.json, metrics.json, last.pt, best.pt')
     add_config_flags(p)
     p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
     p.add_argument('--overwrite', action='store_true', help='replace a run already in OUT (default: refuse)')
-
     p = sub.add_parser('eval', help='score a checkpoint')
-    p.add_argument('--ckpt', required=True); p.add_argument('--data', dest='data_dir', help='ICBHI folder (default: the training data)')
-    p.add_argument('--split', default='test', choices=['train', 'val', 'test']); p.add_argument('--cache')
-    p.add_argument('--device', default='cpu'); p.add_argument('--json', action='store_true')
-
+    p.add_argument('--ckpt', required=True)
+    p.add_argument('--data', dest='data_dir', help='ICBHI folder (default: the training data)')
+    p.add_argument('--split', default='test', choices=['train', 'val', 'test'])
+    p.add_argument('--cache')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--json', action='store_true')
     p = sub.add_parser('predict', help='per-cycle labels of one recording')
-    p.add_argument('--ckpt', required=True); p.add_argument('wav'); p.add_argument('txt', nargs='?', help='annotation file (cycles); default: 8 s windows')
-    p.add_argument('--device', default='cpu'); p.add_argument('--json', action='store_true')
+    p.add_argument('--ckpt', required=True)
+    p.add_argument('wav')
+    p.add_argument('txt', nargs='?', help='annotation file (cycles); default: clip-length windows')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--json', action='store_true')
 
-    p = sub.add_parser('sweep', help='the experiment notebook over a grid or spec, on local workers or Slurm (papermill)')
-    add_sweep_args(p)
 
+def build_parser() -> argparse.ArgumentParser:
+    "The `patchmix` argument parser."
+    ap = argparse.ArgumentParser(prog='patchmix', description='Patch-Mix contrastive learning with AST on ICBHI 2017.')
+    ap.add_argument('--debug', action='store_true', help='show tracebacks')
+    sub = ap.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    _data_commands(sub)
+    _model_commands(sub)
+    add_sweep_args(sub.add_parser('sweep', help='the experiment notebook over a grid or spec, on local workers or '
+                                  'Slurm (papermill)'))
     p = sub.add_parser('demo', help="the README's main job: data, cache, exploration and a cpu-demo training run")
     p.add_argument('--data', dest='data_dir', help='ICBHI folder (default: the embedded synthetic set)')
-    p.add_argument('--out', default='runs/demo'); p.add_argument('--quick', action='store_true', help='a few steps only (smoke test)')
+    p.add_argument('--out', default='runs/demo')
+    p.add_argument('--quick', action='store_true', help='a few steps only (smoke test)')
     return ap
 
 # %% ../nbs/22_cli.ipynb #6b391330
 def _print_json(obj) -> None: print(json.dumps(obj, indent=2, default=str))
 
-def cmd_synth(a) -> int:
-    from patchmix_nb.synthetic import make_synthetic
-    t0 = time.time()
-    out = make_synthetic(a.out, recordings=a.recordings, seed=a.seed, full=a.full, workers=a.workers, progress=True)
-    s = load_index(out).stats()
-    print(f"wrote {out}: {s['recordings']} recordings, {s['patients']} patients, {s['cycles']} cycles in {time.time() - t0:.1f}s")
-    return 0
-
-def cmd_stats(a) -> int:
-    idx = load_index(a.data_dir, split_file=a.split, diagnosis_file=a.diagnosis, folds_file=a.folds, audio=True)
-    s = idx.stats()
-    if a.json: _print_json(s)
-    else: print(idx.summary()); print(format_stats(s))
-    return 0
 
 def format_stats(s: dict) -> str:
     "A human-readable table of `ICBHIIndex.stats()`."
@@ -119,165 +197,168 @@ def format_stats(s: dict) -> str:
         if s.get(key): lines.append(f"{key}: {json.dumps(s[key], default=str)}")
     return '\n'.join(lines)
 
+
+def cmd_synth(a) -> int:
+    from patchmix_nb.synthetic import make_synthetic
+    t0 = time.time()
+    out = make_synthetic(a.out, recordings=a.recordings, seed=a.seed, full=a.full, workers=a.workers, progress=True)
+    s = load_index(out).stats()
+    print(f"wrote {out}: {s['recordings']} recordings, {s['patients']} patients, {s['cycles']} cycles "
+          f"in {time.time() - t0:.1f}s")
+    return 0
+
+
+def cmd_stats(a) -> int:
+    idx = load_index(a.data_dir, split_file=a.split, diagnosis_file=a.diagnosis, folds_file=a.folds, audio=True)
+    s = idx.stats()
+    if a.json:
+        _print_json(s)
+    else:
+        print(idx.summary())
+        print(format_stats(s))
+    return 0
+
+
 def cmd_prepare(a) -> int:
+    from patchmix_nb.core import patchmix_home
+    from patchmix_nb.data import check_index
     from patchmix_nb.features import build_cache
-    from patchmix_nb.synthetic import ensure_synthetic, patchmix_home
-    from patchmix_nb.train import check_index
     from patchmix_nb.icbhi import guard_output
+    from patchmix_nb.synthetic import ensure_synthetic
     cache_dir = guard_output(a.cache or patchmix_home() / 'cache', 'cache')  # never inside a dataset folder
-    data = Path(a.data_dir) if a.data_dir else ensure_synthetic()
-    idx = load_index(data)
+    idx = load_index(Path(a.data_dir) if a.data_dir else ensure_synthetic())
     check_index(idx, a.skip_bad, warn=lambda m: print(f"patchmix prepare: {m}", file=sys.stderr))
     t0 = time.time()
-    cache = build_cache(idx, cache_dir, workers=a.workers, dtype=a.dtype,
-                        progress=a.progress, pad=a.pad, duration=a.duration,
-                        missing='skip' if a.skip_bad else 'error')
+    cache = build_cache(idx, cache_dir, workers=a.workers, dtype=a.dtype, progress=a.progress, pad=a.pad,
+                        duration=a.duration, missing='skip' if a.skip_bad else 'error')
     size = sum(f.stat().st_size for f in cache.path.iterdir()) / 1e6
     print(f"cache {cache.path}: {len(cache)} cycles, features {tuple(cache.features.shape)} {cache.features.dtype}, "
           f"{size:.1f} MB, ready in {time.time() - t0:.1f}s")
     return 0
 
+# %% ../nbs/22_cli.ipynb #6b391331
 def cmd_train(a) -> int:
-    from patchmix_nb.train import train, default_out, rank
+    from patchmix_nb.devices import rank
+    from patchmix_nb.train import default_out, train
     cfg = config_from_args(a)
     m = train(cfg, resume=a.resume, overwrite=a.overwrite)
     if rank() != 0: return 0                                  # under torchrun, rank 0 reports
     t, u = m['test'], m['upstream_best_on_test']
-    print(f"test (epoch {m['selected_epoch']}, selected on validation): Sp {t['sp']:.2f}  Se {t['se']:.2f}  Score {t['score']:.2f}")
-    if u: print(f"upstream protocol (best epoch on test: {u['epoch']}): Sp {u['sp']:.2f}  Se {u['se']:.2f}  Score {u['score']:.2f}")
+    print(f"test (epoch {m['selected_epoch']}, selected on validation): "
+          f"Sp {t['sp']:.2f}  Se {t['se']:.2f}  Score {t['score']:.2f}")
+    if u:
+        print(f"upstream protocol (best epoch on test: {u['epoch']}): "
+              f"Sp {u['sp']:.2f}  Se {u['se']:.2f}  Score {u['score']:.2f}")
     print(f"run folder: {default_out(cfg)}")
     return 0
 
+
 def cmd_eval(a) -> int:
-    from patchmix_nb.train import evaluate_run
+    from patchmix_nb.inference import evaluate_run
     r = evaluate_run(a.ckpt, data_dir=a.data_dir, split=a.split, device=a.device, cache=a.cache)
     if a.json: _print_json(r)
     else: print(f"{a.split} ({r['n']} cycles): Sp {r['sp']:.2f}  Se {r['se']:.2f}  Score {r['score']:.2f}")
     return 0
 
+
 def cmd_predict(a) -> int:
-    from patchmix_nb.train import predict_recording
+    from patchmix_nb.inference import predict_recording
     df = predict_recording(a.ckpt, a.wav, a.txt, device=a.device)
-    if a.json: print(df.to_json(orient='records', indent=2))
-    else: print(df.to_string(index=False))
+    print(df.to_json(orient='records', indent=2) if a.json else df.to_string(index=False))
     return 0
 
-def _parse_set(items: list[str], flag: str = '--set') -> dict:
-    out = {}
-    for it in items:
-        if '=' not in it: raise ValueError(f"{flag} expects KEY=VALUE, got {it!r}")
-        k, v = it.split('=', 1)
-        try: out[k.replace('-', '_')] = json.loads(v)
-        except json.JSONDecodeError: out[k.replace('-', '_')] = v
-    return out
-
-def add_sweep_args(p: argparse.ArgumentParser) -> None:
-    "The `sweep` flags: what to run (a grid or a spec), the runs' fixed settings, where to run them, and control."
-    from patchmix_nb.train import METHODS, PRESETS
-    g = p.add_argument_group('what to run')
-    g.add_argument('--grid', nargs='+', default=[], metavar='FIELD=V1,V2',
-                   help='grid over any Config field, e.g. --grid method=ce,patchmix_cl seed=1,2,3 temperature=0.06,0.1')
-    g.add_argument('--spec', metavar='NAME|FILE', help='a named spec (see --list-specs) or a YAML/JSON spec file')
-    g.add_argument('--methods', nargs='+', choices=METHODS, help='shorthand for --grid method=... (default: ce patchmix_cl)')
-    g.add_argument('--seeds', nargs='+', type=int, help='shorthand for --grid seed=... (default: 1 2 3)')
-    g.add_argument('--list-specs', action='store_true', help='list the named specs and exit')
-    s = p.add_argument_group("the runs' fixed settings")
-    s.add_argument('--preset', choices=sorted(PRESETS), help="preset of every run (default: the spec's, else smoke)")
-    s.add_argument('--data', dest='data_dir', help='ICBHI folder (default: the embedded synthetic set)')
-    s.add_argument('--model'); s.add_argument('--epochs', type=int); s.add_argument('--max-steps', type=int)
-    s.add_argument('--duration', type=float); s.add_argument('--pretrained', help='local pretrained checkpoint')
-    s.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='any other Config field (JSON value)')
-    s.add_argument('--out', help='the sweep folder: one run folder per grid point, summary.csv, summary.md')
-    e = p.add_argument_group('where to run')
-    e.add_argument('--executor', choices=['local', 'slurm'], default='local')
-    e.add_argument('--workers', type=int, help='local: runs at once (default: one per visible GPU, else 1); '
-                   'on a CPU each run gets cores/workers torch threads')
-    e.add_argument('--gpus', help='local: GPUs the workers own, e.g. 0,1,2,3 (default: all visible)')
-    e.add_argument('--slurm-partition'); e.add_argument('--slurm-gpus-per-run', type=int)
-    e.add_argument('--slurm-cpus-per-run', type=int, help='cores per job (and torch threads per run)')
-    e.add_argument('--slurm-mem', help='memory per job, e.g. 32G'); e.add_argument('--slurm-time', help='per job: minutes or HH:MM:SS (default 24 h)')
-    e.add_argument('--slurm-array-parallelism', type=int, help='jobs of the array running at once')
-    e.add_argument('--slurm-extra', action='append', default=[], metavar='KEY=VALUE', help='any other sbatch option, e.g. account=lab')
-    c = p.add_argument_group('control')
-    c.add_argument('--rerun', action='store_true', help='run again runs finished with other settings (old ones move to OUT/.replaced/)')
-    c.add_argument('--no-wait', dest='wait', action='store_false', help='slurm: return after submitting (follow with --status)')
-    c.add_argument('--dry-run', action='store_true', help='show what would run and what is kept; run nothing')
-    c.add_argument('--status', metavar='DIR', help="state of a sweep folder (done / running / failed / queued) and exit")
-    c.add_argument('--interval', type=float, default=30., help='seconds between progress lines (default 30)')
-
-def cmd_sweep(a) -> int:
-    from patchmix_nb.sweep import sweep, sweep_status, list_specs
-    if a.list_specs:
-        print(list_specs().to_string(index=False)); return 0
-    if a.status:
-        runs, line = sweep_status(a.status)
-        print(runs[['name', 'status', 'score', 'seconds']].to_string(index=False)); print(line)
-        return 1 if (runs.status == 'failed').any() else 0
-    if not a.out: raise ValueError("--out DIR is required (the sweep folder)")
-    t = a.slurm_time
-    slurm = dict(partition=a.slurm_partition, gpus_per_run=a.slurm_gpus_per_run, cpus_per_run=a.slurm_cpus_per_run,
-                 mem=a.slurm_mem, time=int(t) if t and t.isdigit() else t, array_parallelism=a.slurm_array_parallelism,
-                 extra=_parse_set(a.slurm_extra, '--slurm-extra'))
-    runs = sweep(a.out, grid=a.grid or None, methods=a.methods, seeds=a.seeds, spec=a.spec, preset=a.preset,
-                 overrides=_parse_set(a.set), executor=a.executor, workers=a.workers,
-                 gpus=[x for x in a.gpus.split(',') if x.strip()] if a.gpus is not None else None, slurm=slurm,
-                 wait=a.wait, rerun=a.rerun, dry_run=a.dry_run, interval=a.interval, data_dir=a.data_dir, model=a.model,
-                 epochs=a.epochs, max_steps=a.max_steps, duration=a.duration, pretrained=a.pretrained)
-    if a.dry_run:
-        print(runs.to_string(index=False)); return 0
+# %% ../nbs/22_cli.ipynb #sw5
+def _sweep_report(a, runs) -> int:
+    "Print the summary; 1 when a run of this call did not finish."
     print((Path(a.out) / 'summary.md').read_text())
     if not a.wait: return 0
     mine = runs[runs.name.isin(runs.attrs.get('planned', runs.name))]
     bad = mine[mine.status != 'ok']
     if len(bad):
-        print(f"patchmix sweep: {len(bad)} of {len(mine)} run(s) did not finish: " + ', '.join(f"{n} ({s})" for n, s in zip(bad.name, bad.status)),
-              file=sys.stderr)
+        print(f"patchmix sweep: {len(bad)} of {len(mine)} run(s) did not finish: "
+              + ', '.join(f"{n} ({s})" for n, s in zip(bad.name, bad.status)), file=sys.stderr)
         return 1
     return 0
 
+
+def cmd_sweep(a) -> int:
+    from patchmix_nb.sweep import list_specs, sweep, sweep_status
+    if a.list_specs:
+        print(list_specs().to_string(index=False))
+        return 0
+    if a.status:
+        runs, line = sweep_status(a.status)
+        print(runs[['name', 'status', 'score', 'seconds']].to_string(index=False))
+        print(line)
+        return 1 if (runs.status == 'failed').any() else 0
+    if not a.out: raise ValueError("--out DIR is required (the sweep folder)")
+    t = a.slurm_time
+    slurm = dict(partition=a.slurm_partition, gpus_per_run=a.slurm_gpus_per_run, cpus_per_run=a.slurm_cpus_per_run,
+                 mem=a.slurm_mem, time=int(t) if t and t.isdigit() else t, array_parallelism=a.slurm_array_parallelism,
+                 extra=_parse_pairs(a.slurm_extra, '--slurm-extra'))
+    common = {**_parse_set(a.set), **config_values(a, skip=('out_dir', 'preset'))}
+    runs = sweep(a.out, grid=a.grid or None, methods=a.methods, seeds=a.seeds, spec=a.spec, preset=a.preset,
+                 executor=a.executor, workers=a.workers, slurm=slurm, wait=a.wait, rerun=a.rerun,
+                 gpus=[x for x in a.gpus.split(',') if x.strip()] if a.gpus is not None else None,
+                 dry_run=a.dry_run, interval=a.interval, **common)
+    if a.dry_run:
+        print(runs.to_string(index=False))
+        return 0
+    return _sweep_report(a, runs)
+
 # %% ../nbs/22_cli.ipynb #12db55a0
+def _explore(data: Path, out: Path) -> str:
+    "Execute the clone's exploration notebook into `out` (skipped, saying so, where the package has no clone)."
+    from patchmix_nb.launch import clone_notebook
+    nb = clone_notebook('05_explore.ipynb')
+    if nb is None: return 'skipped (nbs/05_explore.ipynb is part of a clone of the repository, not of the package)'
+    import papermill as pm
+    pm.execute_notebook(str(nb), str(out / 'explore.ipynb'), parameters={'data_dir': str(data)},
+                        kernel_name='python3', cwd=str(nb.parent), progress_bar=False)
+    return str(out / 'explore.ipynb')
+
+
 def cmd_demo(a) -> int:
     "Data (synthetic by default) -> statistics -> cache -> exploration notebook -> cpu-demo training notebook."
+    from patchmix_nb.data import cache_root, load_data
     from patchmix_nb.features import build_cache
-    from patchmix_nb.synthetic import ensure_synthetic, patchmix_home
-    from patchmix_nb.sweep import repo_notebook, run_experiment
-    import papermill as pm
-    from patchmix_nb.train import make_config
     from patchmix_nb.icbhi import guard_output
-    from patchmix_nb.train import estimate_seconds, load_data
-    out = guard_output(Path(a.out), 'demo'); out.mkdir(parents=True, exist_ok=True)
-    cfg = make_config('cpu-demo', synthetic_recordings=48 if a.quick else None, data_dir=a.data_dir)
-    data = Path(a.data_dir) if a.data_dir else ensure_synthetic(recordings=cfg.synthetic_recordings)
+    from patchmix_nb.launch import run_experiment
+    from patchmix_nb.runs import RunFolder
+    from patchmix_nb.synthetic import ensure_synthetic
+    from patchmix_nb.train import estimate_seconds
+    out = guard_output(Path(a.out), 'demo').resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(out / 'train')
+    if run.holds_run(): raise FileExistsError(f"{run.path}: already holds a demo run; remove it or pass another --out")
+    quick = dict(synthetic_recordings=48, epochs=1, max_steps=3) if a.quick else {}
+    cfg = make_config('cpu-demo', **quick, data_dir=str(Path(a.data_dir).resolve()) if a.data_dir else None,
+                      out_dir=str(run.path), progress=False)
+    data = Path(cfg.data_dir) if cfg.data_dir else ensure_synthetic(recordings=cfg.synthetic_recordings)
     idx = load_index(data)
     print(f"[1/4] data: {data}\n      {format_stats(idx.stats()).splitlines()[0]}")
-    cache = build_cache(idx, patchmix_home() / 'cache', duration=cfg.duration, progress=True)
+    cache = build_cache(idx, cache_root(cfg), duration=cfg.duration, pad=cfg.pad, progress=True)
     print(f"[2/4] feature cache: {cache.path} ({len(cache)} cycles)")
-    explore = out / 'explore.ipynb'
-    nb = repo_notebook('05_explore.ipynb')
-    pm.execute_notebook(str(nb), str(explore), parameters={'data_dir': str(data)}, kernel_name='python3',
-                        cwd=str(nb.parent), progress_bar=False)
-    print(f"[3/4] exploration notebook: {explore}")
-    epochs = 1 if a.quick else cfg.epochs
+    print(f"[3/4] exploration notebook: {_explore(data, out)}")
     d = load_data(cfg)
-    est = estimate_seconds(replace(cfg, epochs=epochs, max_steps=3 if a.quick else None), len(d.rows('train')),
-                           len(d.rows('val')) + len(d.rows('test')), d.cache.features.shape[1])
-    print(f"[4/4] training cpu-demo (ast-tiny, Patch-Mix CL, {epochs} epochs; about {est / 60:.1f} min here, from "
-          f"timing its steps on this machine) into {out / 'train'} ...", flush=True)
+    est = estimate_seconds(cfg, len(d.rows('train')), len(d.rows('val')) + len(d.rows('test')), d.n_frames)
+    print(f"[4/4] training cpu-demo (ast-tiny, Patch-Mix CL, {cfg.epochs} epochs; about {est / 60:.1f} min here, "
+          f"from timing its steps on this machine) into {run.path} ...", flush=True)
     t0 = time.time()
-    m = run_experiment(out / 'train', data_dir=str(data), preset='cpu-demo', method='patchmix_cl', seed=1,
-                       epochs=1 if a.quick else None, max_steps=3 if a.quick else None, duration=None,
-                       synthetic_recordings=None, progress=False, stdout=sys.stdout)   # one line per epoch, live
+    run.write_config(cfg)
+    m = run_experiment(run.path, config=str(run / 'config.json'), stdout=sys.stdout)   # one line per epoch, live
     t = m['test']
-    print(f"\nPatch-Mix CL, cpu-demo, {m['epochs_done']} epochs in {time.time() - t0:.0f}s: "
-          f"test Sp {t['sp']:.2f}  Se {t['se']:.2f}  Score {t['score']:.2f} (epoch {m['selected_epoch']}, selected on validation)")
-    print(f"executed notebooks: {explore}\n                    {out / 'train' / 'experiment.ipynb'}")
-    print(f"figures:            {out / 'train' / 'figures'}\nmetrics:            {out / 'train' / 'metrics.json'}")
+    print(f"\nPatch-Mix CL, cpu-demo, {m['epochs_done']} epochs in {time.time() - t0:.0f}s: test Sp {t['sp']:.2f}  "
+          f"Se {t['se']:.2f}  Score {t['score']:.2f} (epoch {m['selected_epoch']}, selected on validation)")
+    print(f"executed notebook:  {run / 'experiment.ipynb'}\nfigures:            {run / 'figures'}\n"
+          f"metrics:            {run / 'metrics.json'}")
     return 0
 
 # %% ../nbs/22_cli.ipynb #de2f23cd
-USER_ERRORS = (ICBHIError, CheckpointError, ValueError, OSError, RuntimeError)   # OSError: missing files, full disks, permissions
+USER_ERRORS = (ICBHIError, CheckpointError, ValueError, OSError, RuntimeError)   # OSError: missing files, full disks
 COMMANDS = {'synth': cmd_synth, 'stats': cmd_stats, 'prepare': cmd_prepare, 'train': cmd_train, 'eval': cmd_eval,
             'predict': cmd_predict, 'sweep': cmd_sweep, 'demo': cmd_demo}
+
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `patchmix` console script."
@@ -285,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("patchmix: interrupted" + (" (finished epochs are saved; continue with --resume)" if args.command == 'train' else ''),
-              file=sys.stderr)
+        how = " (finished epochs are saved; continue with --resume)" if args.command == 'train' else ''
+        print(f"patchmix: interrupted{how}", file=sys.stderr)
         return 130
     except USER_ERRORS as e:
         if args.debug: traceback.print_exc()

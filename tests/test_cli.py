@@ -95,3 +95,19 @@ def test_train_resume_eval_predict(small, tmp_path):
     pred = json.loads(patchmix('predict', '--ckpt', run / 'best.pt', wav, wav.with_suffix('.txt'), '--json').stdout)
     assert len(pred) == len(wav.with_suffix('.txt').read_text().strip().splitlines())
     assert {p['pred'] for p in pred} <= {'normal', 'crackle', 'wheeze', 'both'}
+
+
+def test_train_flags_are_the_config_fields(capsys):
+    # every Config field is a flag, read by its field's parser; a preset only where named
+    from patchmix_nb.cli import build_parser, config_from_args
+    from patchmix_nb.config import make_config
+    ap = build_parser()
+    a = ap.parse_args(['train', '--preset', 'smoke', '--batch-size', '4', '--no-fused-passes', '--test-fold', '2'])
+    assert config_from_args(a) == make_config('smoke', batch_size=4, fused_passes=False, test_fold='2')
+    assert config_from_args(ap.parse_args(['train'])) == make_config()          # no preset: the Config defaults
+    with pytest.raises(SystemExit):
+        ap.parse_args(['train', '--batch-size', 'x'])
+    assert "argument --batch-size: batch_size: expected int, got 'x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ap.parse_args(['train', '--method', 'bogus'])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """`patchmix sweep` end to end on tiny synthetic data: a grid on two local workers, the same grid as Slurm jobs on a
-single-node test cluster (tests/slurm_cluster.py), the experiment notebook's dry run, and one test per sweep defect
-of issue 9 (reuse with other settings, a summary of only the new rows, a relative --data, exit 0 with failures)."""
+single-node test cluster (tests/slurm_cluster.py), the experiment notebook's parameters and dry run, one test per
+sweep defect of issue 9 (reuse with other settings, a summary of only the new rows, a relative --data, exit 0 with
+failures), and the one Config of a run (written once and read; the same settings give the same run from train, sweep,
+the notebook and Python; a preset only where named)."""
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -72,11 +74,29 @@ def test_local_grid_runs_two_at_a_time(local_sweep):
 
 
 def test_relative_data_is_resolved(local_sweep, work):
-    # defect: a relative --data reached the notebook, which runs from nbs/experiments: every run failed
+    # defect: a relative --data reached the notebook, which runs elsewhere: every run failed
     out, _ = local_sweep
-    rec = json.loads((out / 'ce_seed0' / 'sweep.json').read_text())
-    assert rec['params']['data_dir'] == str((work / 'syn').resolve())
+    assert json.loads((out / 'ce_seed0' / 'config.json').read_text())['data_dir'] == str((work / 'syn').resolve())
     assert json.loads((out / 'ce_seed0' / 'metrics.json').read_text())['config']['data_dir'] == str((work / 'syn').resolve())
+
+
+def test_run_config_is_written_once_and_read(local_sweep):
+    # the sweep resolves each run's Config once (config.json); the worker hands the notebook only that file's path
+    from patchmix_nb.config import Config, config_hash
+    from patchmix_nb.launch import experiment_notebook
+    out, _ = local_sweep
+    for run in ('ce_seed0', 'patchmix_cl_seed1'):
+        d = out / run
+        cfg = Config.load(d / 'config.json')
+        rec = json.loads((d / 'sweep.json').read_text())
+        assert set(rec) == {'name', 'point', 'notebook', 'hash'} and rec['hash'] == config_hash(cfg)
+        assert json.loads((d / 'metrics.json').read_text())['config'] == cfg.to_dict()       # trained as written
+        assert cfg.out_dir == str(d.resolve()) and cfg.progress is False and cfg.preset == 'cpu-demo'
+        assert json.loads((d / 'execution.json').read_text())['notebook'] == str(experiment_notebook())
+        nb = json.loads((d / 'experiment.ipynb').read_text())
+        injected = next(c for c in nb['cells'] if 'injected-parameters' in c['metadata'].get('tags', []))
+        assert f'config = "{d.resolve() / "config.json"}"' in ''.join(injected['source'])     # the path, nothing else
+        assert 'batch_size' not in ''.join(injected['source'])
 
 
 def test_other_settings_are_refused_not_reused(local_sweep, work, cli):
@@ -136,17 +156,76 @@ def test_list_specs_and_spec_dry_run(work, tmp_path, cli):
     assert rc == 2 and f"{spec}:" in err and 'YAML' in err
 
 
-def test_experiment_dry_run_records_the_paper_preset(tmp_path):
-    # the notebook's parameters default to None (= the preset's value): -p preset paper gets every paper value
+NOTEBOOK = ROOT / 'nbs' / 'experiments' / 'experiment.ipynb'
+
+
+def notebook(tmp_path, **parameters):
+    "Execute the experiment notebook (from nbs/experiments, as papermill's --cwd) with `parameters`."
     import papermill as pm
-    fake = tmp_path / 'FAKE.pth'; fake.write_bytes(b'')
+    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / 'out.ipynb'), kernel_name='python3', cwd=str(NOTEBOOK.parent),
+                        progress_bar=False, parameters=parameters)
+
+
+def test_experiment_dry_run_records_the_paper_preset(tmp_path):
+    # a field left out takes the preset's value: -p preset paper gets every paper value
+    fake = tmp_path / 'FAKE.pth'
+    fake.write_bytes(b'')
     run = tmp_path / 'run'
-    nb = ROOT / 'nbs' / 'experiments' / 'experiment.ipynb'
-    pm.execute_notebook(str(nb), str(tmp_path / 'out.ipynb'), kernel_name='python3', cwd=str(nb.parent), progress_bar=False,
-                        parameters=dict(preset='paper', pretrained=str(fake), dry_run=True, out_dir=str(run)))
+    notebook(tmp_path, preset='paper', pretrained=str(fake), dry_run=True, out_dir=str(run))
     cfg = json.loads((run / 'config.json').read_text())
     assert (cfg['duration'], cfg['epochs'], cfg['model'], cfg['batch_size'], cfg['preset']) == (8.0, 50, 'ast-base', 8, 'paper')
     assert not (run / 'last.pt').exists() and not (run / 'metrics.json').exists()
+
+
+def test_same_settings_same_run_from_every_entry_point(tmp_path, cli):
+    # Python, `patchmix train`'s flags, `patchmix sweep`'s plan and the experiment notebook: one Config, one hash
+    from patchmix_nb.cli import build_parser, config_from_args
+    from patchmix_nb.config import Config, config_hash, make_config
+    from patchmix_nb.sweep import plan_sweep, sweep_points
+    h = config_hash(make_config('smoke', method='ce', batch_size=4))
+    assert config_hash(config_from_args(build_parser().parse_args(
+        ['train', '--preset', 'smoke', '--method', 'ce', '--batch-size', '4']))) == h
+    rc, out, _ = cli('sweep', '--preset', 'smoke', '--grid', 'method=ce', '--batch-size', '4', '--out', tmp_path / 's',
+                     '--dry-run')
+    assert rc == 0 and h in out and 'ce_seed1' in out and not (tmp_path / 's').exists()    # a dry run writes nothing
+    run = plan_sweep(tmp_path / 's', sweep_points(['method=ce'])[0], 'smoke', batch_size=4)[0]
+    run.write()
+    assert run.hash == h and Config.load(run.dir / 'config.json') == run.config
+    notebook(tmp_path, preset='smoke', method='ce', batch_size=4, dry_run=True, out_dir=str(tmp_path / 'nb'))
+    assert config_hash(Config.load(tmp_path / 'nb' / 'config.json')) == h
+    notebook(tmp_path, config=str(run.dir / 'config.json'), dry_run=True)     # read as written: the file unchanged
+    assert Config.load(run.dir / 'config.json') == run.config
+
+
+def test_sweep_and_train_default_to_no_preset(tmp_path, cli):
+    # one rule: a preset applies only when named, from train, sweep, Python (the notebook's own default is smoke)
+    from patchmix_nb.config import config_hash, make_config
+    rc, out, _ = cli('sweep', '--grid', 'method=ce', '--out', tmp_path / 's', '--dry-run')
+    assert rc == 0 and config_hash(make_config(method='ce')) in out
+    assert config_hash(make_config('smoke', method='ce')) not in out
+
+
+def test_sweep_takes_every_train_flag():
+    import argparse
+    from patchmix_nb.cli import build_parser
+    from patchmix_nb.config import FIELDS
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    flags = {c: {s for a in sub[c]._actions for s in a.option_strings} for c in ('train', 'sweep')}
+    assert flags['train'] - flags['sweep'] == {'--resume', '--overwrite'}      # train's own controls
+    assert all(f"--{n.replace('_', '-')}" in flags['train'] for n in FIELDS)
+
+
+def test_notebook_parameters_are_the_config_fields(tmp_path):
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        notebook(tmp_path, batchsize=4, dry_run=True)
+    assert "unknown Config field 'batchsize'; valid fields: data_dir" in str(e.value) and 'batch_size' in str(e.value)
+    notebook(tmp_path, preset='smoke', lr=1e-4, test_fold=2, fused_passes=False, dry_run=True, out_dir=str(tmp_path / 'r'))
+    cfg = json.loads((tmp_path / 'r' / 'config.json').read_text())
+    assert (cfg['lr'], cfg['test_fold'], cfg['fused_passes'], cfg['epochs']) == (1e-4, '2', False, 1)   # typed as the fields
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        notebook(tmp_path, config=str(tmp_path / 'r' / 'config.json'), lr=1e-3, dry_run=True)
+    assert 'give no other field' in str(e.value) and "['lr']" in str(e.value)
 
 
 def test_slurm_grid_gives_the_same_runs(slurm_cluster, local_sweep, work, cli):
