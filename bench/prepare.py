@@ -35,7 +35,7 @@ import torch
 import torchaudio
 
 from patchmix_nb.features import FBANK_KWARGS, FBANK_MEAN, FBANK_STD, build_cache, load_cache
-from patchmix_nb.icbhi import load_index
+from patchmix_nb.dataset import load_index
 
 
 def make_noise_set(out: Path, recordings: int = 920, cycles: int = 6898, seed: int = 0) -> Path:

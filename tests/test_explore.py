@@ -1,4 +1,4 @@
-"Tests of the exploration helpers (patchmix_nb.explore) and of nbs/05_explore.ipynb run by papermill on the real sample."
+"Tests of the exploration helpers (patchmix_nb.explore) and of nbs/06_explore.ipynb run by papermill on the real sample."
 import os
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from matplotlib.colors import to_rgb
-from patchmix_nb.icbhi import CLASSES, LOCATIONS, MODES, load_index
+from patchmix_nb.icbhi import CLASSES, LOCATIONS, MODES
+from patchmix_nb.dataset import load_index
 from patchmix_nb.synthetic import make_synthetic
 from patchmix_nb.explore import (CLASS_COLORS, duration_extremes, pick_class_examples, plot_class_examples,
                                  plot_device_balance, plot_duration_histogram, plot_sample_rates, recording_browser,
@@ -180,8 +181,8 @@ def test_browser(index):
 @pytest.mark.skipif(not (ICBHI/'sample').is_dir(), reason='real ICBHI sample not available')
 def test_notebook_on_real_sample(tmp_path):
     papermill = pytest.importorskip('papermill')
-    out = tmp_path/'05_explore.ipynb'
-    nb = papermill.execute_notebook(str(NBS/'05_explore.ipynb'), str(out), parameters={'data_dir': str(ICBHI/'sample')},
+    out = tmp_path/'06_explore.ipynb'
+    nb = papermill.execute_notebook(str(NBS/'06_explore.ipynb'), str(out), parameters={'data_dir': str(ICBHI/'sample')},
                                     kernel_name='python3', cwd=str(NBS), progress_bar=False, execution_timeout=300)
     text = '\n'.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
     assert '10 recordings' in text and '97 cycles' in text

@@ -16,7 +16,7 @@ import pytest
 
 from patchmix_nb.cli import main
 from patchmix_nb.features import TMP_PREFIX, build_cache, load_cache, remove_stale_builds
-from patchmix_nb.icbhi import load_index
+from patchmix_nb.dataset import load_index
 from patchmix_nb.synthetic import make_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]

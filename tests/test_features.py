@@ -246,7 +246,7 @@ def test_load_cache_and_dataset(tmp_path):
 # ---------------------------------------------------------------- keyed by content
 
 def _synthetic_index(tmp_path):
-    from patchmix_nb.icbhi import load_index
+    from patchmix_nb.dataset import load_index
     from patchmix_nb.synthetic import make_synthetic
     return make_synthetic(tmp_path / 'icbhi', recordings=4, seed=5)
 
@@ -263,7 +263,7 @@ def _edit_keeping_size_and_mtime(p: Path, edit) -> None:
 
 def test_annotation_edit_with_size_and_mtime_kept_is_seen(tmp_path):
     "Old key: size + mtime, so flipping a flag in place (same size and mtime) reused the old labels."
-    from patchmix_nb.icbhi import load_index
+    from patchmix_nb.dataset import load_index
     data = _synthetic_index(tmp_path)
     index = load_index(data)
     first = build_cache(index, tmp_path / 'cache', workers=1)
@@ -282,7 +282,7 @@ def test_annotation_edit_with_size_and_mtime_kept_is_seen(tmp_path):
 
 
 def test_audio_edit_with_size_and_mtime_kept_is_seen(tmp_path):
-    from patchmix_nb.icbhi import load_index
+    from patchmix_nb.dataset import load_index
     data = _synthetic_index(tmp_path)
     index = load_index(data)
     key = cache_key(cache_manifest(index))
@@ -296,7 +296,7 @@ def test_audio_edit_with_size_and_mtime_kept_is_seen(tmp_path):
 
 def test_key_is_fast(tmp_path):
     "Hashing reads a sample of each wav: the manifest of a set costs a small fraction of its build."
-    from patchmix_nb.icbhi import load_index
+    from patchmix_nb.dataset import load_index
     index = load_index(_synthetic_index(tmp_path))
     t = time.perf_counter()
     for _ in range(5): cache_manifest(index)

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from patchmix_nb.icbhi import (
-    CLASSES, DEVICES, ICBHIError, Cycle, RecordingName, class_counts, cycle_label, diagnosis_label, load_index,
-    meditron_stem, parse_stem, patients_in_both_splits, read_aliases, read_annotation, read_diagnosis, read_folds,
-    read_split, split_cycles, split_recordings, validation_patients)
+from patchmix_nb.icbhi import CLASSES, DEVICES, ICBHIError, Cycle, RecordingName, cycle_label, diagnosis_label, meditron_stem, parse_stem, read_aliases, read_annotation, read_diagnosis, read_folds, read_split
+from patchmix_nb.dataset import class_counts, load_index, patients_in_both_splits, split_cycles, split_recordings, validation_patients
 
 ICBHI = Path(os.environ.get('PATCHMIX_ICBHI', Path(__file__).resolve().parents[2]/'shared'/'icbhi'))
 needs_real = pytest.mark.skipif(not (ICBHI/'annotations').is_dir(), reason=f'ICBHI data not found at {ICBHI}')

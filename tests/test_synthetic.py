@@ -121,8 +121,8 @@ def test_deterministic_and_order_independent(data, tmp_path):
 
 
 def test_loads_with_icbhi_reader(data):
-    icbhi = pytest.importorskip('patchmix_nb.icbhi', reason='patchmix_nb.icbhi (nbs/01_icbhi.ipynb) not exported yet')
-    idx = icbhi.load_index(data)
+    dataset = pytest.importorskip('patchmix_nb.dataset', reason='patchmix_nb.dataset (nbs/02_dataset.ipynb) not exported yet')
+    idx = dataset.load_index(data)
     assert idx.problems == []
     rec, cyc = idx.recordings, idx.cycles
     assert len(rec) == DEFAULT_RECORDINGS and len(cyc) == plan_synthetic(DEFAULT_RECORDINGS, 0).n_cycles
