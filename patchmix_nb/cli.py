@@ -42,9 +42,9 @@ def add_config_flags(p, skip: tuple = ()) -> None:
         if str(f.type).startswith('bool'):
             p.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=None, help=h)
         else:
-            choices = CHOICE_OF.get(name)
-            p.add_argument(*names, dest=name, type=_reader(name), default=None, choices=choices, help=h,
-                           metavar=None if choices else str(f.type).split(' ')[0].upper())
+            choices = CHOICE_OF.get(name)                      # shown; checked by check_config, in one line
+            metavar = '{' + ','.join(map(str, choices)) + '}' if choices else str(f.type).split(' ')[0].upper()
+            p.add_argument(*names, dest=name, type=_reader(name), default=None, help=h, metavar=metavar)
 
 
 def config_values(args: argparse.Namespace, skip: tuple = ()) -> dict:

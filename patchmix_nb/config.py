@@ -160,7 +160,7 @@ CHOICES = {'method': METHODS, 'specaug': SPECAUG, 'pool': ('cls', 'mean'), 'norm
 def check_config(cfg: Config) -> Config:
     "Refuse settings that are inconsistent, can only diverge or would do nothing, saying what is expected."
     for name, allowed in CHOICES.items(): _one_of(cfg, name, allowed)
-    _one_of(cfg, 'n_cls', N_CLS[cfg.class_split])
+    _one_of(cfg, 'n_cls', sorted(N_CLS[cfg.class_split]))
     _need(str(cfg.test_fold) in ('official', '0', '1', '2', '3', '4'),
           f"test_fold must be 'official' or 0..4, got {cfg.test_fold!r}")
     _need(cfg.method in ('ce', 'mixup', 'cutmix') or cfg.model.startswith('ast'),

@@ -140,7 +140,7 @@ def test_config_errors():
         Config.from_dict({'lr': 1e-3, 'learning_rate': 1e-3})
     for bad, msg in ((dict(temperature=0), 'temperature'), (dict(temperature=-1), 'temperature'), (dict(max_steps=0), 'max_steps'),
                      (dict(duration=0), 'duration must be > 0'), (dict(pos_embed_mode='bogus'), 'pos_embed_mode'),
-                     (dict(precision='fp8'), 'precision'), (dict(class_split='diagnosis', n_cls=4), 'n_cls must be one of 3, 2'),
+                     (dict(precision='fp8'), 'precision'), (dict(class_split='diagnosis', n_cls=4), 'n_cls must be one of 2, 3'),
                      (dict(patch_stride=0), 'patch_stride must be 1..16'), (dict(patch_stride=17), 'would skip bins')):
         with pytest.raises(ValueError, match=msg):
             make_config(**bad)
