@@ -284,6 +284,7 @@ def load_recording_data(index: ICBHIIndex, stem: str, sample_rate: int = SAMPLE_
     cyc.insert(0, 'n', np.arange(1, len(cyc) + 1))
     return RecordingData(r, cyc, wave.numpy(), feat, sample_rate)
 
+# %% ../nbs/06_explore.ipynb #a2b5899cc
 def _envelope(x: np.ndarray, i0: int, i1: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     "Sample positions and values of x[i0:i1], reduced to a min/max envelope of `n` buckets when longer than 2n."
     i0, i1 = max(i0, 0), min(i1, len(x))
@@ -357,6 +358,7 @@ def draw_recording(data: RecordingData, cycle: int | None = None, width: int = 1
     ax2.set_xlabel('time (s)')
     return fig
 
+# %% ../nbs/06_explore.ipynb #a2b5899ce
 def recording_view(index: ICBHIIndex, stem: str, cycle: int | None = None, sample_rate: int = SAMPLE_RATE,
                    width: int = 1100, dpi: int = 100):
     "Figure (`draw_recording`) and an Audio player of one recording (of cycle `cycle` alone if given)."
@@ -531,6 +533,7 @@ class RecordingBrowser:
         from IPython.display import display
         display(self.widget)
 
+# %% ../nbs/06_explore.ipynb #b5fc441ec
 def recording_browser(index: ICBHIIndex, stem: str | None = None, audio: bool = True, **kw) -> RecordingBrowser:
     "A `RecordingBrowser` of `index` (display it, or its `.widget`, in a notebook)."
     return RecordingBrowser(index, stem, audio, **kw)

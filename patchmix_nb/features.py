@@ -427,7 +427,7 @@ def load_cache(path: str | os.PathLike) -> FeatureCache:
     feats = np.memmap(feat, dtype=dtype, mode='r', offset=offset, shape=shape)
     return FeatureCache(path, feats, cycles, manifest)
 
-
+# %% ../nbs/04_features.ipynb #ecea0648c
 def _notice(msg: str) -> None:
     print(f'patchmix: {msg}', file=sys.stderr, flush=True)
 
@@ -450,7 +450,7 @@ def _reserve(path: Path, size: int) -> None:
             os.ftruncate(fd, size)
     finally: os.close(fd)
 
-
+# %% ../nbs/04_features.ipynb #ecea0648e
 def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: str = 'float16',
                 progress: bool = False, pad: str = 'repeat', duration: float = DURATION,
                 sample_rate: int = SAMPLE_RATE, missing: str = 'error', tasks_per_chunk: int = 4,
