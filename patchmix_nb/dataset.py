@@ -14,7 +14,6 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from .icbhi import (ALIAS_DEVICES, ALIASES_FILE, AUDIO_DIR, CLASSES, DEVICES, DIAGNOSIS_FILE,
                                END_TOLERANCE, FOLDS_FILE, LOCATIONS, META_FILES, MODES, SPLIT_FILE, SPLITS, Cycle,

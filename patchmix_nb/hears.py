@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from .ast import AST
 from .data import CycleDataset, Data
 from .model import PatchMixModel
-from .embeddings import as_run, run_data, split_rows
+from .embeddings import as_run
 
 # %% auto #0
 __all__ = ['attention_weights', 'record_attention', 'attention_rollout', 'rollout_grid', 'grid_to_pixels', 'saliency',

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-import pandas as pd
 import soundfile as sf
 
 # %% auto #0

@@ -5,7 +5,7 @@
 # %% ../nbs/16_runs.ipynb #ru3
 from __future__ import annotations
 
-import contextlib, json, os, random, shutil, socket, subprocess
+import contextlib, os, random, shutil, socket, subprocess
 from pathlib import Path
 from typing import Sequence
 

@@ -18,7 +18,7 @@ import torch.nn as nn
 from .features import SpecAugment
 from .metrics import icbhi_score
 from .config import Config, check_config, config_hash
-from .devices import gather_with_grad, make_scaler, rank, resolve_device, setup_processes, world_size
+from .devices import gather_with_grad, make_scaler, resolve_device, setup_processes, world_size
 from .data import Data, eval_loader, load_data, n_frames_for, specaug_time_width, train_loader
 from .model import PatchMixModel, build_model
 from .runs import RunFolder, load_checkpoint, load_model_state, model_state, rng_state, summarize
