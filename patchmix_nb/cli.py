@@ -9,14 +9,14 @@ import argparse, json, sys, time, traceback
 from pathlib import Path
 
 from .icbhi import ICBHIError
-from .dataset import load_index
+from .dataset import TEST_FOLDS, load_index, protocol_stats
 from .ast import CheckpointError
 from .config import CHOICES, FIELDS, METHODS, PRESETS, make_config, parse_value
 
 # %% auto #0
 __all__ = ['ALIASES', 'CHOICE_OF', 'USER_ERRORS', 'COMMANDS', 'add_config_flags', 'config_values', 'config_from_args',
-           'add_sweep_args', 'build_parser', 'format_stats', 'cmd_synth', 'cmd_stats', 'cmd_prepare',
-           'cmd_train', 'cmd_eval', 'cmd_predict', 'cmd_sweep', 'cmd_demo', 'main']
+           'add_sweep_args', 'build_parser', 'format_stats', 'cmd_synth', 'cmd_stats', 'format_protocol',
+           'cmd_prepare', 'cmd_train', 'cmd_eval', 'cmd_predict', 'cmd_sweep', 'cmd_demo', 'main']
 
 # %% ../nbs/23_cli.ipynb #3cc53fc6
 ALIASES = {'data_dir': ['--data'], 'out_dir': ['--out']}
@@ -135,6 +135,7 @@ def _data_commands(sub) -> None:
     p.add_argument('--split', help='split file (default: searched in DATA_DIR and its parent)')
     p.add_argument('--diagnosis', help='diagnosis file')
     p.add_argument('--folds', help='patient fold file')
+    p.add_argument('--test-fold', help="also what this protocol tests on: official, official-disjoint or a fold 0..4")
     p.add_argument('--json', action='store_true', help='print JSON')
     p = sub.add_parser('prepare', help="compute every cycle's fbank once into the feature cache")
     p.add_argument('data_dir', nargs='?', help='ICBHI folder (default: the embedded synthetic set)')
@@ -212,12 +213,28 @@ def cmd_synth(a) -> int:
 def cmd_stats(a) -> int:
     idx = load_index(a.data_dir, split_file=a.split, diagnosis_file=a.diagnosis, folds_file=a.folds, audio=True)
     s = idx.stats()
+    if a.test_fold is not None:
+        fold = next((f for f in TEST_FOLDS if str(f) == a.test_fold), None)
+        if fold is None:
+            raise ValueError(f"--test-fold must be one of {', '.join(map(str, TEST_FOLDS))}, got {a.test_fold!r}")
+        s['protocol'] = protocol_stats(idx, fold)
     if a.json:
         _print_json(s)
-    else:
-        print(idx.summary())
-        print(format_stats(s))
+        return 0
+    print(idx.summary())
+    print(format_stats(s))
+    if 'protocol' in s: print(format_protocol(s['protocol']))
     return 0
+
+
+def format_protocol(p: dict) -> str:
+    "One line: what a protocol tests on (and, leak-free, what it removed)."
+    line = (f"test_fold {p['test_fold']}: test {p['test_recordings']} recordings, {p['test_cycles']} cycles, "
+            f"{p['test_patients']} patients; train {p['train_cycles']} cycles")
+    if 'removed_patients' in p:
+        line += (f"; kept {p['test_cycles']} of {p['official_test_cycles']} official test cycles, removed patients "
+                 + ', '.join(f"{k} ({v} cycles)" for k, v in p['removed_patients'].items()))
+    return line
 
 
 def cmd_prepare(a) -> int:

@@ -37,7 +37,8 @@ class Config:
                               resume_free=True)
     synthetic_recordings: int = _f(48, 'size of the embedded synthetic set used when data_dir is None')
     cache: str | None = _f(None, 'feature-cache folder; None = $PATCHMIX_HOME/cache', run_free=True)
-    test_fold: str = _f('official', "'official' (60/40 split) or a RespireNet patient fold 0..4")
+    test_fold: str = _f('official', "'official' (60/40 split), 'official-disjoint' (its test set without the patients "
+                                   "also in train) or a RespireNet patient fold 0..4")
     val_fraction: float = _f(0.15, 'share of train patients held out for validation (model selection)')
     split_seed: int = _f(0, 'seed of the validation split (fixed across training seeds)')
     class_split: str = _f('lungsound', "task: 'lungsound' (the paper: cycle labels) or 'diagnosis' "
@@ -161,8 +162,8 @@ def check_config(cfg: Config) -> Config:
     "Refuse settings that are inconsistent, can only diverge or would do nothing, saying what is expected."
     for name, allowed in CHOICES.items(): _one_of(cfg, name, allowed)
     _one_of(cfg, 'n_cls', sorted(N_CLS[cfg.class_split]))
-    _need(str(cfg.test_fold) in ('official', '0', '1', '2', '3', '4'),
-          f"test_fold must be 'official' or 0..4, got {cfg.test_fold!r}")
+    _need(str(cfg.test_fold) in ('official', 'official-disjoint', '0', '1', '2', '3', '4'),
+          f"test_fold must be 'official', 'official-disjoint' or 0..4, got {cfg.test_fold!r}")
     _need(cfg.method in ('ce', 'mixup', 'cutmix') or cfg.model.startswith('ast'),
           f"method {cfg.method!r} mixes patch tokens and needs an AST backbone, got model {cfg.model!r}")
     _need(cfg.device in ('auto', 'cpu', 'cuda') or cfg.device.startswith('cuda:'),

@@ -148,7 +148,7 @@ def load_data(cfg: Config, progress: bool = False) -> Data:
         raise ValueError(f"{data_dir}: no usable cycles. {index.summary()}")
     cache = build_cache(index, cache_root(cfg), duration=cfg.duration, pad=cfg.pad, progress=progress,
                         missing='skip' if cfg.skip_bad else 'error')
-    fold = cfg.test_fold if cfg.test_fold == 'official' else int(cfg.test_fold)
+    fold = cfg.test_fold if cfg.test_fold.startswith('official') else int(cfg.test_fold)
     split = split_cycles(index, test_fold=fold, val_fraction=cfg.val_fraction, seed=cfg.split_seed)
     task = Task.of(cfg)
     key = pd.MultiIndex.from_frame(index.cycles[['stem', 'cycle']])

@@ -21,9 +21,9 @@ from .icbhi import (ALIAS_DEVICES, ALIASES_FILE, AUDIO_DIR, CLASSES, DEVICES, DI
                                read_cycles, read_diagnosis, read_folds, read_split_entries)
 
 # %% auto #0
-__all__ = ['REC_COLUMNS', 'CYCLE_COLUMNS', 'ICBHIIndex', 'load_index', 'class_counts', 'index_stats', 'index_summary',
-           'validation_patients', 'split_recordings', 'split_cycles', 'patients_in_both_splits',
-           'holds_icbhi', 'guard_output']
+__all__ = ['REC_COLUMNS', 'CYCLE_COLUMNS', 'TEST_FOLDS', 'ICBHIIndex', 'load_index', 'class_counts', 'index_stats',
+           'index_summary', 'validation_patients', 'split_recordings', 'split_cycles',
+           'patients_in_both_splits', 'protocol_stats', 'holds_icbhi', 'guard_output']
 
 # %% ../nbs/02_dataset.ipynb #e288c16a
 REC_COLUMNS = ('stem', 'patient', 'index', 'location', 'mode', 'device', 'device_id', 'wav', 'txt', 'file_stem',
@@ -261,14 +261,29 @@ def index_summary(index: ICBHIIndex, n: int = 3) -> str:
     return '\n'.join(out)
 
 # %% ../nbs/02_dataset.ipynb #3f98a6b8
+TEST_FOLDS = ('official', 'official-disjoint', 0, 1, 2, 3, 4)   # the protocols: official, leak-free official, folds
+
+
+def _official_test(rec: pd.DataFrame) -> np.ndarray:
+    if rec['split'].isna().any(): raise ValueError('no official split: some recordings have no split entry '
+                                                   '(give split_file to load_index)')
+    return (rec['split'] == 'test').to_numpy()
+
+
+def _leaking(rec: pd.DataFrame, test: np.ndarray) -> np.ndarray:
+    "Test recordings of patients who also have training recordings."
+    both = set(rec['patient'][test]) & set(rec['patient'][~test])
+    return test & rec['patient'].isin(both).to_numpy()
+
+
 def _test_mask(rec: pd.DataFrame, test_fold) -> np.ndarray:
-    "Boolean test mask over recordings for `test_fold` 'official' or a fold number."
-    if test_fold == 'official':
-        if rec['split'].isna().any(): raise ValueError('no official split: some recordings have no split entry '
-                                                       '(give split_file to load_index)')
-        return (rec['split'] == 'test').to_numpy()
+    "Boolean test mask over recordings for `test_fold` 'official', 'official-disjoint' or a fold number."
+    if test_fold == 'official': return _official_test(rec)
+    if test_fold == 'official-disjoint':
+        test = _official_test(rec)
+        return test & ~_leaking(rec, test)
     if isinstance(test_fold, (bool, np.bool_)) or not isinstance(test_fold, (int, np.integer)):
-        raise ValueError(f"test_fold must be 'official' or a fold number, got {test_fold!r}")
+        raise ValueError(f"test_fold must be 'official', 'official-disjoint' or a fold number, got {test_fold!r}")
     if (rec['fold'] < 0).any():
         raise ValueError(f'fold split needs a fold for every patient; no fold for patients '
                          f'{sorted(set(rec.patient[rec.fold < 0]))} (give folds_file to load_index)')
@@ -276,12 +291,18 @@ def _test_mask(rec: pd.DataFrame, test_fold) -> np.ndarray:
     return (rec['fold'] == test_fold).to_numpy()
 
 
+def _excluded_mask(rec: pd.DataFrame, test_fold) -> np.ndarray:
+    "Recordings neither trained on nor scored: the leaking test recordings under 'official-disjoint'."
+    if test_fold != 'official-disjoint': return np.zeros(len(rec), bool)
+    return _leaking(rec, _official_test(rec))
+
+
 def validation_patients(index: ICBHIIndex, test_fold='official', val_fraction: float = 0.15,
                         seed: int = 0) -> list[int]:
     "Patients drawn for validation: a seeded `val_fraction` of those whose recordings are all in train."
     if not 0 <= val_fraction < 1: raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction!r}')
     rec = index.recordings
-    test = _test_mask(rec, test_fold)
+    test = _test_mask(rec, test_fold) | _excluded_mask(rec, test_fold)
     in_test = set(rec['patient'][test])
     cands = sorted(set(rec['patient']) - in_test)
     k = 0 if val_fraction == 0 or not cands else max(1, round(val_fraction * len(cands)))
@@ -291,16 +312,16 @@ def validation_patients(index: ICBHIIndex, test_fold='official', val_fraction: f
 
 def split_recordings(index: ICBHIIndex, test_fold='official', val_fraction: float = 0.15,
                      seed: int = 0) -> pd.Series:
-    "'train'/'val'/'test' for each recording (aligned with `index.recordings`)."
+    "'train'/'val'/'test' (or 'excluded': see 'official-disjoint') of each recording (aligned with index.recordings)."
     rec = index.recordings
-    test = _test_mask(rec, test_fold)
-    val = rec['patient'].isin(validation_patients(index, test_fold, val_fraction, seed)).to_numpy() & ~test
-    return pd.Series(np.where(test, 'test', np.where(val, 'val', 'train')), index=rec.index, name='split',
-                     dtype=object)
+    test, out = _test_mask(rec, test_fold), _excluded_mask(rec, test_fold)
+    val = rec['patient'].isin(validation_patients(index, test_fold, val_fraction, seed)).to_numpy() & ~test & ~out
+    split = np.where(test, 'test', np.where(out, 'excluded', np.where(val, 'val', 'train')))
+    return pd.Series(split, index=rec.index, name='split', dtype=object)
 
 
 def split_cycles(index: ICBHIIndex, test_fold='official', val_fraction: float = 0.15, seed: int = 0) -> pd.Series:
-    "'train'/'val'/'test' for each cycle (aligned with `index.cycles`)."
+    "'train'/'val'/'test'/'excluded' for each cycle (aligned with `index.cycles`)."
     by_stem = dict(zip(index.recordings['stem'], split_recordings(index, test_fold, val_fraction, seed)))
     return pd.Series(index.cycles['stem'].map(by_stem), index=index.cycles.index, name='split', dtype=object)
 
@@ -308,9 +329,25 @@ def split_cycles(index: ICBHIIndex, test_fold='official', val_fraction: float = 
 def patients_in_both_splits(index: ICBHIIndex, test_fold='official') -> list[int]:
     "Patients with recordings in both train and test (official split: 156 and 218)."
     rec = index.recordings
-    if not len(rec) or (test_fold == 'official' and rec['split'].isna().any()): return []
+    if not len(rec) or (str(test_fold).startswith('official') and rec['split'].isna().any()): return []
     test = _test_mask(rec, test_fold)
     return sorted(int(p) for p in set(rec['patient'][test]) & set(rec['patient'][~test]))
+
+
+def protocol_stats(index: ICBHIIndex, test_fold='official') -> dict:
+    """What a protocol tests on: test recordings, cycles and patients; under 'official-disjoint' also the patients
+    removed from the official test set and the cycles they take with them (`val_fraction` 0: train is all the rest)."""
+    split = split_cycles(index, test_fold, val_fraction=0)
+    rec_split = split_recordings(index, test_fold, val_fraction=0)
+    rec, cyc = index.recordings, index.cycles
+    out = {'test_fold': test_fold, 'train_cycles': int((split == 'train').sum()),
+           'test_cycles': int((split == 'test').sum()), 'test_recordings': int((rec_split == 'test').sum()),
+           'test_patients': int(rec['patient'][rec_split == 'test'].nunique())}
+    if test_fold == 'official-disjoint':
+        gone = cyc[split == 'excluded']
+        out.update(official_test_cycles=out['test_cycles'] + len(gone), removed_cycles=len(gone),
+                   removed_patients={int(p): int(n) for p, n in gone['patient'].value_counts().sort_index().items()})
+    return out
 
 # %% ../nbs/02_dataset.ipynb #g0code
 _RECORDING_FILE = re.compile(r'^\d{3}_[^_\s]+_(' + '|'.join(LOCATIONS) + ')_(' + '|'.join(MODES) + ')_('

@@ -368,7 +368,8 @@ PAPER_SETTING = {'n_cls': 4, 'test_fold': 'official', 'temperature': 0.06, 'alph
 def pooled_fields(runs: pd.DataFrame) -> list[str]:
     "Fields averaged over: the seed, and the test fold when every run is on a patient fold (the 5-fold protocol)."
     folds = 'test_fold' in runs and len(runs) and runs.test_fold.notna().all()
-    return ['seed', 'test_fold'] if folds and (runs.test_fold.astype(str) != 'official').all() else ['seed']
+    folds = folds and not runs.test_fold.astype(str).str.startswith('official').any()
+    return ['seed', 'test_fold'] if folds else ['seed']
 
 
 def group_fields(runs: pd.DataFrame) -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from patchmix_nb.icbhi import CLASSES, DEVICES, ICBHIError, Cycle, RecordingName, cycle_label, diagnosis_label, meditron_stem, parse_stem, read_aliases, read_annotation, read_diagnosis, read_folds, read_split
-from patchmix_nb.dataset import class_counts, load_index, patients_in_both_splits, split_cycles, split_recordings, validation_patients
+from patchmix_nb.dataset import class_counts, load_index, patients_in_both_splits, protocol_stats, split_cycles, split_recordings, validation_patients
 
 ICBHI = Path(os.environ.get('PATCHMIX_ICBHI', Path(__file__).resolve().parents[2]/'shared'/'icbhi'))
 needs_real = pytest.mark.skipif(not (ICBHI/'annotations').is_dir(), reason=f'ICBHI data not found at {ICBHI}')
@@ -281,7 +281,15 @@ def test_splits_patient_level(tmp_path):
     assert validation_patients(ix, 'official', 0.0) == [] and (split_recordings(ix, val_fraction=0) != 'val').all()
     with pytest.raises(ValueError, match='val_fraction'): validation_patients(ix, 'official', 1.0)
     with pytest.raises(ValueError, match='no fold 7'): split_cycles(ix, 7)
-    with pytest.raises(ValueError, match="'official' or a fold number"): split_cycles(ix, 'fold0')
+    with pytest.raises(ValueError, match="'official', 'official-disjoint' or a fold number"): split_cycles(ix, 'fold0')
+    # the leak-free protocol: the official test set without patient 139's test recordings, the training set unchanged
+    r, o = split_recordings(ix, 'official-disjoint', 0.2, 0), split_recordings(ix, 'official', 0.2, 0)
+    assert set(rec.patient[r == 'excluded']) == {139} and (o[r == 'excluded'] == 'test').all()
+    assert (r[o != 'test'] == o[o != 'test']).all() and not set(rec.patient[r == 'test']) & set(rec.patient[r != 'test'])
+    p = protocol_stats(ix, 'official-disjoint')
+    n_out = int((split_cycles(ix, 'official-disjoint') == 'excluded').sum())
+    assert n_out > 0 and p['removed_patients'] == {139: n_out}
+    assert p['test_cycles'] + p['removed_cycles'] == protocol_stats(ix)['test_cycles'] == p['official_test_cycles']
 
 
 # ---------------------------------------------------------------- the real database
@@ -319,6 +327,18 @@ def test_real_counts():
     vp = validation_patients(ix, 'official', 0.15, 0)
     assert 156 not in vp and 218 not in vp and len(vp) == round(0.15 * 77)
     assert load_index(ICBHI/'annotations').recordings.equals(ix.recordings)
+
+
+@needs_real
+def test_real_leak_free_protocol(capsys):
+    "The official split leaks patients 156 and 218: the leak-free test set keeps 2,636 of 2,756 cycles."
+    from patchmix_nb.cli import main
+    p = protocol_stats(load_index(ICBHI/'annotations'), 'official-disjoint')
+    assert (p['test_cycles'], p['official_test_cycles'], p['train_cycles']) == (2636, 2756, 4142)
+    assert p['removed_patients'] == {156: 61, 218: 59} and p['test_patients'] == 47
+    assert main(['stats', str(ICBHI/'annotations'), '--test-fold', 'official-disjoint']) == 0
+    assert ('kept 2636 of 2756 official test cycles, removed patients 156 (61 cycles), 218 (59 cycles)'
+            in capsys.readouterr().out)
 
 
 @needs_real
