@@ -222,16 +222,19 @@ def plan_sprsound(recordings: int = 24, seed: int = 0) -> list[SynthSPR]:
     "Plan a synthetic SPRSound: patients, names, splits, record labels and events (no audio)."
     if not 3 <= recordings <= 5000: raise ValueError(f'recordings must be in 3..5000, got {recordings}')
     rng = np.random.default_rng([seed, 17])
-    number, plan, k = int(rng.integers(100, 3000)), [], 0
+    number, plan, k, n_inter = int(rng.integers(100, 3000)), [], 0, 0
     while len(plan) < recordings:
         patient = str(int(rng.integers(40_000_000, 66_000_000)))
         age, gender = rng.uniform(0.1, 14.0), int(rng.integers(2))
-        inter = rng.random() < 1 / 6 or (k == 1)  # the second patient is always unseen: every split is present
-        m = min(int(rng.integers(1, 5)) + (0 if inter else 1), recordings - len(plan))
+        inter = k == 1 or rng.random() < .3  # the second patient is always unseen: every split is present
+        m = (1 if k == 1 else int(rng.integers(1, 3))) if inter else int(rng.integers(2, 7))  # 1-2, or 2-6
+        if inter and n_inter + m > max(1, round(.15 * recordings)): inter, m = False, 2  # about 15 % inter-test
+        m = min(m, recordings - len(plan) - (k == 0))  # leave room for the unseen patient
+        n_inter += m * inter
         for j in range(m):
             number += int(rng.integers(1, 40))
             record = RECORD_LABELS[len(plan)] if len(plan) < len(RECORD_LABELS) else _pick(rng, RECORD_MIX)
-            split = 'inter-test' if inter else 'intra-test' if j > 0 and rng.random() < .25 else 'train'
+            split = 'inter-test' if inter else 'intra-test' if j > 0 and rng.random() < .2 else 'train'
             stem = f'{patient}_{age:.1f}_{gender}_{"p" + str(int(rng.integers(1, 5)))}_{number}'
             n = int(rng.uniform(9.0, 16.0) * SYNTH_SR)
             plan.append(SynthSPR(stem, patient, split, record, n, _plan_events(rng, record, n)))
@@ -291,7 +294,7 @@ def make_synthetic_sprsound(out_dir, recordings: int = 24, seed: int = 0, overwr
     if out.is_dir() and any(out.iterdir()) and not (overwrite and (out/SPR_MARKER).is_file()):
         raise FileExistsError(f'{out} is not empty: the synthetic set is written only into a new or empty folder'
                               + (' (overwrite=True replaces only an earlier synthetic set)' if overwrite else ''))
-    guard_sprsound(out, 'synthetic set')
+    guard_sprsound(out.parent if overwrite and (out/SPR_MARKER).is_file() else out, 'synthetic set')  # ours may go
     plan = plan_sprsound(recordings, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))  # built aside, renamed into place
