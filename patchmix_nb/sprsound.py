@@ -235,7 +235,7 @@ def plan_sprsound(recordings: int = 24, seed: int = 0) -> list[SynthSPR]:
             number += int(rng.integers(1, 40))
             record = RECORD_LABELS[len(plan)] if len(plan) < len(RECORD_LABELS) else _pick(rng, RECORD_MIX)
             split = 'inter-test' if inter else 'intra-test' if j > 0 and rng.random() < .2 else 'train'
-            stem = f'{patient}_{age:.1f}_{gender}_{"p" + str(int(rng.integers(1, 5)))}_{number}'
+            stem = f'{patient}_{age:.1f}_{gender}_p{int(rng.integers(1, 5))}_{number}'
             n = int(rng.uniform(9.0, 16.0) * SYNTH_SR)
             plan.append(SynthSPR(stem, patient, split, record, n, _plan_events(rng, record, n)))
         k += 1

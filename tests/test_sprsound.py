@@ -143,6 +143,8 @@ def test_layout_is_recognised_by_itself(syn, tmp_path):
     assert not is_sprsound(tmp_path) and not is_sprsound(syn/ROOT/TRAIN_WAV)
     (tmp_path/'x'/TEST_JSON/'inter_test_json').mkdir(parents=True)          # a test-only download is one too
     assert is_sprsound(tmp_path/'x')
+    (tmp_path/'icbhi'/'ICBHI_final_database').mkdir(parents=True)            # ICBHI's layout is not
+    assert not is_sprsound(tmp_path/'icbhi')
     with pytest.raises(SPRSoundError, match='not an SPRSound folder'):
         load_index(tmp_path)
 
@@ -198,6 +200,9 @@ def test_generator_never_writes_into_data(syn, tmp_path):
         make_synthetic_sprsound(syn/ROOT/TRAIN_WAV/'x', recordings=3)
     with pytest.raises(FileExistsError, match='not empty'):
         make_synthetic_sprsound(syn, recordings=3)
+    (tmp_path/'icbhi'/'ICBHI_final_database').mkdir(parents=True)
+    with pytest.raises(ICBHIError, match='inside the ICBHI data folder'):                 # nor into ICBHI
+        make_synthetic_sprsound(tmp_path/'icbhi'/'spr', recordings=3)
     other = tmp_path/'mine'
     other.mkdir()
     (other/'notes.txt').write_text('keep')
