@@ -11,12 +11,14 @@ from pathlib import Path
 from .icbhi import ICBHIError
 from .dataset import TEST_FOLDS, load_index, protocol_stats
 from .ast import CheckpointError
-from .config import CHOICES, FIELDS, METHODS, PRESETS, make_config, parse_value
+from .config import CHOICES, FIELDS, METHODS, PRESETS, field_of, make_config, parse_value, show_value
+from .launch import pin_home
 
 # %% auto #0
-__all__ = ['ALIASES', 'CHOICE_OF', 'USER_ERRORS', 'COMMANDS', 'add_config_flags', 'config_values', 'config_from_args',
-           'add_sweep_args', 'build_parser', 'format_stats', 'cmd_synth', 'cmd_stats', 'format_protocol',
-           'cmd_prepare', 'cmd_train', 'cmd_eval', 'cmd_predict', 'cmd_sweep', 'cmd_demo', 'main']
+__all__ = ['ALIASES', 'CHOICE_OF', 'USER_ERRORS', 'MAX_ERROR', 'COMMANDS', 'add_config_flags', 'config_values',
+           'config_from_args', 'add_sweep_args', 'build_parser', 'format_stats', 'cmd_synth', 'cmd_stats',
+           'format_protocol', 'cmd_prepare', 'cmd_train', 'cmd_eval', 'cmd_predict', 'cmd_sweep', 'cmd_demo',
+           'main']
 
 # %% ../nbs/23_cli.ipynb #3cc53fc6
 ALIASES = {'data_dir': ['--data'], 'out_dir': ['--out']}
@@ -59,23 +61,30 @@ def config_from_args(args: argparse.Namespace):
 
 # %% ../nbs/23_cli.ipynb #sw1
 def _parse_set(items: list[str]) -> dict:
-    "--set FIELD=VALUE ..., each value read as its field's type."
+    "--set FIELD=VALUE ..., each value read as its field's type; a field given twice, out_dir or preset refused."
     out = {}
     for it in items:
-        if '=' not in it: raise ValueError(f"--set expects FIELD=VALUE, got {it!r}")
+        if '=' not in it: raise ValueError(f"--set expects FIELD=VALUE, got {show_value(it)}")
         k, v = it.split('=', 1)
-        out[k.strip().replace('-', '_')] = parse_value(k, v)
+        name = field_of(k).name
+        if name == 'out_dir': raise ValueError("--set out_dir: each run's folder is the sweep's, OUT/<run name>; "
+                                               "give the sweep folder with --out")
+        if name == 'preset': raise ValueError("--set preset: give it as --preset")
+        if name in out: raise ValueError(f"--set {name} given twice; give it once")
+        out[name] = parse_value(name, v)
     return out
 
 
 def _parse_pairs(items: list[str], flag: str) -> dict:
-    "KEY=VALUE options (--slurm-extra), values as JSON where they parse."
+    "KEY=VALUE options (--slurm-extra), values as JSON where they parse; a key given twice is refused."
     out = {}
     for it in items:
-        if '=' not in it: raise ValueError(f"{flag} expects KEY=VALUE, got {it!r}")
+        if '=' not in it: raise ValueError(f"{flag} expects KEY=VALUE, got {show_value(it)}")
         k, v = it.split('=', 1)
-        try: out[k.replace('-', '_')] = json.loads(v)
-        except json.JSONDecodeError: out[k.replace('-', '_')] = v
+        k = k.replace('-', '_')
+        if k in out: raise ValueError(f"{flag} {show_value(k)} given twice; give it once")
+        try: out[k] = json.loads(v)
+        except json.JSONDecodeError: out[k] = v
     return out
 
 # %% ../nbs/23_cli.ipynb #sw2
@@ -314,7 +323,10 @@ def cmd_sweep(a) -> int:
     slurm = dict(partition=a.slurm_partition, gpus_per_run=a.slurm_gpus_per_run, cpus_per_run=a.slurm_cpus_per_run,
                  mem=a.slurm_mem, time=int(t) if t and t.isdigit() else t, array_parallelism=a.slurm_array_parallelism,
                  extra=_parse_pairs(a.slurm_extra, '--slurm-extra'))
-    common = {**_parse_set(a.set), **config_values(a, skip=('out_dir', 'preset'))}
+    sets, flags = _parse_set(a.set), config_values(a, skip=('out_dir', 'preset'))
+    if both := sorted(set(sets) & set(flags)):
+        raise ValueError(f"{', '.join(both)} given both as --set and as a flag; give each once")
+    common = {**sets, **flags}
     runs = sweep(a.out, grid=a.grid or None, methods=a.methods, seeds=a.seeds, spec=a.spec, preset=a.preset,
                  executor=a.executor, workers=a.workers, slurm=slurm, wait=a.wait, rerun=a.rerun,
                  gpus=[x for x in a.gpus.split(',') if x.strip()] if a.gpus is not None else None,
@@ -374,6 +386,7 @@ def cmd_demo(a) -> int:
 
 # %% ../nbs/23_cli.ipynb #de2f23cd
 USER_ERRORS = (ICBHIError, CheckpointError, ValueError, OSError, RuntimeError)   # OSError: missing files, full disks
+MAX_ERROR = 300
 COMMANDS = {'synth': cmd_synth, 'stats': cmd_stats, 'prepare': cmd_prepare, 'train': cmd_train, 'eval': cmd_eval,
             'predict': cmd_predict, 'sweep': cmd_sweep, 'demo': cmd_demo}
 
@@ -381,6 +394,7 @@ COMMANDS = {'synth': cmd_synth, 'stats': cmd_stats, 'prepare': cmd_prepare, 'tra
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `patchmix` console script."
     args = build_parser().parse_args(argv)
+    pin_home()                                       # a relative PATCHMIX_HOME is this folder's, not a notebook's
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -389,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except USER_ERRORS as e:
         if args.debug: traceback.print_exc()
-        msg = ' '.join(str(e).split()) or type(e).__name__
+        msg = ' '.join(str(e)[:4 * MAX_ERROR].split()) or type(e).__name__
+        msg = msg if len(msg) <= MAX_ERROR else msg[:MAX_ERROR - 3] + '...'
         print(f"patchmix {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -5,14 +5,14 @@
 # %% ../nbs/12_config.ipynb #cfg3
 from __future__ import annotations
 
-import hashlib, json
+import hashlib, json, math, numbers, os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['METHODS', 'SPECAUG', 'PRECISIONS', 'POS_EMBED_MODES', 'TARGET_TYPES', 'N_CLS', 'CLASS_SPLITS', 'FIELDS',
-           'RUN_FREE', 'RESUME_FREE', 'PRESETS', 'CHOICES', 'Config', 'make_config', 'check_config',
-           'as_config', 'config_hash', 'config_diff', 'field_of', 'parse_value']
+           'RUN_FREE', 'RESUME_FREE', 'PRESETS', 'CHOICES', 'Config', 'show_value', 'make_config',
+           'check_config', 'as_config', 'config_hash', 'config_diff', 'field_of', 'parse_as', 'parse_value']
 
 # %% ../nbs/12_config.ipynb #cfg5
 METHODS = ('ce', 'patchmix_ce', 'patchmix_cl', 'mixup', 'cutmix')
@@ -93,6 +93,7 @@ class Config:
     preset: str | None = _f(None, 'the preset these values started from (informational)', run_free=True)
 
     def __post_init__(self):
+        _check_types(self)                                  # every field holds its declared type (cfg7b)
         if self.n_cls is None and self.class_split in N_CLS: self.n_cls = N_CLS[self.class_split][0]
 
     def to_dict(self) -> dict: return asdict(self)
@@ -117,6 +118,33 @@ class Config:
 FIELDS = {f.name: f for f in fields(Config)}
 RUN_FREE = tuple(n for n, f in FIELDS.items() if f.metadata['run_free'])
 RESUME_FREE = tuple(n for n, f in FIELDS.items() if f.metadata['resume_free'])
+
+# %% ../nbs/12_config.ipynb #cfg7b
+def show_value(v, n: int = 80) -> str:
+    "repr(v), cut to `n` characters: error messages stay one short line whatever the value."
+    r = repr(v) if not isinstance(v, (list, tuple, dict)) or len(v) < 1000 else f"<{type(v).__name__} of {len(v)}>"
+    return r if len(r) <= n else r[:n - 3] + '...'
+
+
+def _is(kind: str, v) -> bool:
+    if isinstance(v, bool): return kind == 'bool'
+    if kind == 'int': return isinstance(v, numbers.Integral)
+    if kind == 'float': return isinstance(v, numbers.Real) and math.isfinite(v)
+    return isinstance(v, str) if kind == 'str' else False
+
+
+def _check_types(cfg) -> None:
+    "Refuse a field whose value is not of its declared type (numpy numbers become Python ones, Paths text)."
+    for name, f in FIELDS.items():
+        v, t = getattr(cfg, name), str(f.type)
+        if v is None and 'None' in t: continue
+        kind = t.split(' ')[0]
+        if kind == 'str' and isinstance(v, os.PathLike): v = os.fspath(v)
+        if not _is(kind, v):
+            raise ValueError(f"{name}: expected {kind}{' or None' if 'None' in t else ''}, got {show_value(v)}")
+        if kind == 'int': v = int(v)
+        elif kind == 'float' and not isinstance(v, (int, float)): v = float(v)
+        setattr(cfg, name, v)
 
 # %% ../nbs/12_config.ipynb #cfg12
 PRESETS: dict[str, dict] = {
@@ -212,8 +240,8 @@ def config_diff(old: Config | dict, new: Config | dict, free: tuple = RUN_FREE) 
 # %% ../nbs/12_config.ipynb #cfg26
 def field_of(name: str):
     "The Config field called `name` (dashes read as underscores); an unknown name is an error naming the valid ones."
-    key = name.strip().replace('-', '_')
-    if key not in FIELDS: raise ValueError(f"unknown Config field {key!r}; valid fields: {', '.join(FIELDS)}")
+    key = str(name).strip().replace('-', '_')
+    if key not in FIELDS: raise ValueError(f"unknown Config field {show_value(key)}; valid fields: {', '.join(FIELDS)}")
     return FIELDS[key]
 
 
@@ -225,21 +253,36 @@ def _parse_bool(s) -> bool:
 
 
 def _parse_int(s) -> int:
-    if isinstance(s, float) and not s.is_integer(): raise ValueError
+    if isinstance(s, bool) or isinstance(s, float) and not s.is_integer(): raise ValueError
     return int(s)
+
+
+def _parse_float(s) -> float:
+    if isinstance(s, bool) or not math.isfinite(v := float(s)): raise ValueError
+    return v
+
+
+def _parse_str(s) -> str:
+    if not isinstance(s, (str, int, float)): raise ValueError          # a list or mapping is not a value
+    return str(s)
+
+
+def parse_as(t: str, value, name: str = 'value'):
+    """`value` (text, or a YAML/JSON scalar) as type `t` ('int', 'float | None', 'bool', 'str', ...): the parser
+    behind `parse_value`, also for a notebook's own parameters (`parse_as('bool', dry_run, 'dry_run')`)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ('none', 'null')):
+        if 'None' in t: return None
+        raise ValueError(f"{name}: None is not allowed (type {t})")
+    s = value.strip() if isinstance(value, str) else value
+    kind = t.split(' ')[0]
+    parse = {'bool': _parse_bool, 'int': _parse_int, 'float': _parse_float}.get(kind, _parse_str)
+    try:
+        return parse(s)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name}: expected {kind}, got {show_value(value)}") from None
 
 
 def parse_value(name: str, value):
     "`value` (text from the command line, or a YAML/JSON scalar) as the type of Config field `name`."
     f = field_of(name)
-    t = str(f.type)
-    if value is None or (isinstance(value, str) and value.strip().lower() in ('none', 'null')):
-        if 'None' in t: return None
-        raise ValueError(f"{f.name}: None is not allowed (type {t})")
-    s = value.strip() if isinstance(value, str) else value
-    kind = t.split(' ')[0]
-    parse = {'bool': _parse_bool, 'int': _parse_int, 'float': float}.get(kind, str)
-    try:
-        return parse(s)
-    except (TypeError, ValueError):
-        raise ValueError(f"{f.name}: expected {kind}, got {value!r}") from None
+    return parse_as(str(f.type), value, f.name)

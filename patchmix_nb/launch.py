@@ -5,19 +5,20 @@
 # %% ../nbs/21_launch.ipynb #la3
 from __future__ import annotations
 
-import os, queue, signal, socket, statistics, subprocess, sys, threading, time
+import os, queue, re, signal, socket, statistics, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 from .core import read_json, save_json
-from .config import Config
+from .config import Config, show_value
 from .runs import RunFolder, squeue
 
 # %% auto #0
-__all__ = ['WORKER', 'SLURM_DEFAULTS', 'EXECUTORS', 'clone_notebook', 'experiment_notebook', 'run_experiment', 'cores',
-           'execute_run', 'worker_envs', 'LocalExecutor', 'SlurmExecutor', 'make_executor', 'progress_line']
+__all__ = ['WORKER', 'SLURM_KEYS', 'SLURM_DEFAULTS', 'EXECUTORS', 'clone_notebook', 'experiment_notebook',
+           'run_experiment', 'cores', 'execute_run', 'pin_home', 'worker_envs', 'LocalExecutor',
+           'check_slurm', 'SlurmExecutor', 'make_executor', 'progress_line']
 
 # %% ../nbs/21_launch.ipynb #la6
 def clone_notebook(name: str) -> Path | None:
@@ -121,6 +122,15 @@ def execute_run(run_dir, log_output: bool = False) -> dict:
     return info
 
 # %% ../nbs/21_launch.ipynb #la22
+def pin_home() -> dict:
+    """PATCHMIX_HOME and XDG_CACHE_HOME made absolute in this process's environment, against the current folder (where
+    the user typed them): the workers, local or Slurm jobs, inherit them and run elsewhere. Returns what it set."""
+    pinned = {k: str(Path(os.environ[k]).expanduser().resolve()) for k in ('PATCHMIX_HOME', 'XDG_CACHE_HOME')
+              if os.environ.get(k)}
+    os.environ.update(pinned)
+    return pinned
+
+
 def worker_envs(workers: int | None = None, gpus: Sequence | None = None) -> list[dict]:
     """Environment of each local worker: with GPUs each worker owns one (CUDA_VISIBLE_DEVICES); the cores are
     shared out (OMP_NUM_THREADS = cores // workers). `gpus` None = all visible; [] = none."""
@@ -136,8 +146,8 @@ def worker_envs(workers: int | None = None, gpus: Sequence | None = None) -> lis
     if gpus and workers > len(gpus):
         raise ValueError(f"--workers {workers} is more than the {len(gpus)} GPU(s) {','.join(gpus)}: "
                          "each worker owns one GPU")
-    threads = str(max(1, cores() // workers))
-    return [{'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads, 'PATCHMIX_WORKER_SLOT': str(i),
+    threads, home = str(max(1, cores() // workers)), pin_home()
+    return [{'OMP_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads, 'PATCHMIX_WORKER_SLOT': str(i), **home,
              **({'CUDA_VISIBLE_DEVICES': gpus[i]} if gpus else {})} for i in range(workers)]
 
 # %% ../nbs/21_launch.ipynb #la26
@@ -185,6 +195,43 @@ class LocalExecutor:
         for p in list(self.procs.values()): p.kill()
         if self.pool: self.pool.shutdown(wait=False, cancel_futures=True)
 
+# %% ../nbs/21_launch.ipynb #la27b
+SLURM_KEYS = ('partition', 'gpus_per_run', 'cpus_per_run', 'mem', 'time', 'array_parallelism', 'extra')
+_CTRL = re.compile(r'[\x00-\x1f\x7f]')
+
+
+def _slurm_ok(k: str, v) -> bool:
+    if k in ('gpus_per_run', 'cpus_per_run', 'array_parallelism'): return type(v) is int and v >= 1
+    if type(v) is int: return k in ('time', 'mem') and v >= 1
+    if not isinstance(v, str): return False
+    form = {'time': r'(\d+-)?\d+(:\d{1,2}){0,2}', 'mem': r'\d+[KMGT]?B?', 'partition': r'[\w.-]+(,[\w.-]+)*'}[k]
+    return re.fullmatch(form, v, re.ASCII | re.IGNORECASE) is not None
+
+
+def check_slurm(slurm: dict | None, out_dir=None) -> dict:
+    "The Slurm options (and the sweep folder) checked before they reach a job script; returns the options given."
+    s = {k: v for k, v in dict(slurm or {}).items() if v is not None}
+    want = {'time': 'minutes or [D-]HH:MM:SS', 'mem': 'a size such as 32G', 'partition': 'a partition name (letters, '
+            'digits, . _ -; several separated by commas)'}
+    unknown = sorted(map(str, set(s) - set(SLURM_KEYS)))
+    if unknown:
+        raise ValueError(f"unknown slurm options {show_value(unknown)}; expected some of {', '.join(SLURM_KEYS)}")
+    for k, v in s.items():
+        if k != 'extra' and not _slurm_ok(k, v):
+            raise ValueError(f"slurm {k}: expected {want.get(k, 'a whole number >= 1')}, got {show_value(v)}")
+    extra = s.get('extra') or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"slurm extra: expected KEY=VALUE options, got {show_value(extra)}")
+    for k, v in extra.items():
+        if not (isinstance(k, str) and re.fullmatch(r'[A-Za-z][A-Za-z0-9_-]*', k)):
+            raise ValueError(f"slurm extra: {show_value(k)} is not an sbatch option name (letters, digits, - and _)")
+        if not (isinstance(v, (int, float)) or isinstance(v, str) and not _CTRL.search(v)):
+            raise ValueError(f"slurm extra {k}: expected one line of text or a number, got {show_value(v)}")
+    if out_dir is not None and _CTRL.search(str(out_dir)):
+        raise ValueError(f"{show_value(str(out_dir))}: a sweep folder with a control character (a newline, a tab) "
+                         "cannot go into a Slurm job script; choose another --out")
+    return s
+
 # %% ../nbs/21_launch.ipynb #la27
 SLURM_DEFAULTS = {'time': 24 * 60, 'array_parallelism': 256}
 
@@ -197,7 +244,7 @@ class SlurmExecutor:
     poll, note = 10., 'the Slurm jobs go on (follow them with patchmix sweep --status OUT)'
 
     def __init__(self, out_dir, slurm: dict | None = None):
-        s = dict(slurm or {})
+        s = check_slurm(slurm, Path(out_dir).resolve())            # nothing unchecked reaches the job script
         self.out = Path(out_dir)
         self.params = {'job_name': 'patchmix-sweep', 'partition': s.get('partition'),
                        'time': s.get('time') or SLURM_DEFAULTS['time'], 'cpus_per_task': s.get('cpus_per_run'),

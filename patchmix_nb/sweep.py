@@ -5,51 +5,92 @@
 # %% ../nbs/22_sweep.ipynb #75ebd0cb
 from __future__ import annotations
 
-import itertools, json, os, re, time
+import itertools, json, math, os, re, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from .core import atomic_write, save_json
 from .dataset import guard_output
 from .metrics import PAPER_RESULTS
 from .config import FIELDS, PRESETS, RUN_FREE, Config, config_diff, config_hash
-from .config import field_of, make_config, parse_value
+from .config import field_of, make_config, parse_value, show_value
 from .runs import RunFolder
-from .launch import EXECUTORS, make_executor, progress_line
+from .launch import EXECUTORS, check_slurm, make_executor, pin_home, progress_line
 
 # %% auto #0
-__all__ = ['SEEDS5', 'SPECS', 'SPEC_KEYS', 'PATH_FIELDS', 'ALWAYS', 'METRICS', 'RUN_COLUMNS', 'PAPER_METHOD',
-           'PAPER_SETTING', 'parse_grid', 'expand_grid', 'run_name', 'check_spec', 'load_spec', 'list_specs',
-           'resolve_paths', 'Run', 'plan_sweep', 'sweep_points', 'sweep', 'monitor', 'collect_runs',
-           'pooled_fields', 'group_fields', 'summarize_sweep', 'summary_markdown', 'write_summary',
-           'sweep_status', 'plot_summary']
+__all__ = ['MAX_POINTS', 'SEEDS5', 'SPECS', 'SPEC_KEYS', 'MAX_SPEC_BYTES', 'MAX_SPEC_NODES', 'PATH_FIELDS', 'ALWAYS',
+           'METRICS', 'RUN_COLUMNS', 'PAPER_METHOD', 'PAPER_SETTING', 'grid_size', 'parse_grid',
+           'expand_grid', 'run_name', 'SpecLoader', 'check_spec', 'load_spec', 'list_specs', 'resolve_paths',
+           'Run', 'plan_sweep', 'sweep_points', 'sweep', 'monitor', 'collect_runs', 'pooled_fields',
+           'group_fields', 'summarize_sweep', 'summary_markdown', 'write_summary', 'sweep_status',
+           'plot_summary']
 
 # %% ../nbs/22_sweep.ipynb #g1
+MAX_POINTS = 10_000     # runs in one sweep: a larger grid is refused before it is expanded
+
+
+def _grid_list(grid) -> list:
+    if isinstance(grid, dict): return [grid]
+    if isinstance(grid, (list, tuple)) and all(isinstance(g, dict) for g in grid): return list(grid)
+    raise ValueError(f"a grid is a mapping FIELD: [values] or a list of them, got {show_value(grid)}")
+
+
+def _grid_axes(g: dict) -> dict:
+    "A grid's axes under their Config field names, values as given; a field named twice is refused."
+    axes = {}
+    for k, v in g.items():
+        name = field_of(k).name
+        if name in axes: raise ValueError(f"grid field {name} given twice; give it once with all its values")
+        axes[name] = list(v) if isinstance(v, (list, tuple)) else [v]
+        if not axes[name]: raise ValueError(f"grid field {name}: no values")
+    return axes
+
+
+def grid_size(grid) -> int:
+    "The number of points of a grid (or a list of grids), counted without expanding it (repeats counted)."
+    return sum(math.prod(len(v) for v in _grid_axes(g).values()) for g in _grid_list(grid))
+
+
+def _check_size(grid, limit: int = MAX_POINTS) -> None:
+    n = grid_size(grid)
+    if n <= limit: return
+    axes = [_grid_axes(g) for g in _grid_list(grid)]
+    big = max(((k, len(v)) for a in axes for k, v in a.items()), key=lambda kv: kv[1])
+    shape = ' + '.join(' x '.join(f"{len(v)} {k}" for k, v in a.items()) for a in axes)
+    raise ValueError(f"the grid has {n} points ({shape[:150]}); one sweep runs at most {limit}: split it into "
+                     f"several sweeps, e.g. one per part of the {big[1]} values of {big[0]}, each with its own --out")
+
+
 def parse_grid(items: Sequence[str]) -> dict:
-    "['method=ce,patchmix_cl', 'seed=1,2'] -> {'method': ['ce', 'patchmix_cl'], 'seed': [1, 2]}, typed by Config."
+    """['method=ce,patchmix_cl', 'seed=1,2'] -> {'method': ['ce', 'patchmix_cl'], 'seed': [1, 2]}, typed by Config;
+    a field given twice is refused (the last would silently win)."""
     grid = {}
     for it in items:
-        if '=' not in it: raise ValueError(f"--grid expects FIELD=V1,V2,..., got {it!r}")
+        if '=' not in it: raise ValueError(f"--grid expects FIELD=V1,V2,..., got {show_value(it)}")
         k, v = it.split('=', 1)
         name = field_of(k).name
-        grid[name] = [parse_value(name, x) for x in v.split(',') if x.strip() != '']
-        if not grid[name]: raise ValueError(f"--grid {it!r}: no values")
-    return grid
+        if name in grid: raise ValueError(f"--grid {name} given twice; give it once: {name}=V1,V2,...")
+        grid[name] = [x for x in v.split(',') if x.strip() != '']
+        if not grid[name]: raise ValueError(f"--grid {show_value(it)}: no values")
+    _check_size(grid)                                                     # counted before a value is parsed
+    return {k: [parse_value(k, x) for x in v] for k, v in grid.items()}
 
 
-def expand_grid(grid: dict | Sequence[dict]) -> list[dict]:
-    "Every point of a grid (the product of its value lists, in order); a list of grids is their union."
-    points = []
-    for g in ([grid] if isinstance(grid, dict) else list(grid)):
-        g = {field_of(k).name: [parse_value(k, x) for x in (v if isinstance(v, (list, tuple)) else [v])]
-             for k, v in g.items()}
+def expand_grid(grid: dict | Sequence[dict], limit: int = MAX_POINTS) -> list[dict]:
+    """Every point of a grid (the product of its value lists, in order); a list of grids is their union. A grid of
+    more than `limit` points is refused before it is expanded."""
+    _check_size(grid, limit)
+    points, seen = [], set()
+    for g in _grid_list(grid):
+        g = {k: [parse_value(k, x) for x in v] for k, v in _grid_axes(g).items()}
         for combo in itertools.product(*g.values()):
-            p = dict(zip(g, combo))
-            if p not in points: points.append(p)
+            key = frozenset(zip(g, combo))
+            if key not in seen: seen.add(key), points.append(dict(zip(g, combo)))
     return points
 
 
@@ -99,16 +140,62 @@ SPECS: dict[str, dict] = {
 SPEC_KEYS = {'description', 'preset', 'grid', 'set'}
 
 # %% ../nbs/22_sweep.ipynb #s2
+MAX_SPEC_BYTES, MAX_SPEC_NODES = 1_000_000, 100_000
+
+
+class SpecLoader(yaml.SafeLoader):
+    """yaml.SafeLoader for spec files: a key given twice in a mapping is an error, and a document whose aliases would
+    expand it beyond MAX_SPEC_NODES values (a "billion laughs" of nested aliases) is refused before it is built."""
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {show_value(k.value)} given twice",
+                                                        k.start_mark)
+            seen.add(getattr(k, 'value', None) if isinstance(k, yaml.ScalarNode) else id(k))
+        return super().construct_mapping(node, deep)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        n = _expanded(node, {}) if node is not None else 0
+        if n > MAX_SPEC_NODES:
+            raise yaml.YAMLError(f"the document expands to {n} values through its aliases; a spec holds at most "
+                                 f"{MAX_SPEC_NODES}")
+        return node
+
+
+def _expanded(node, memo: dict) -> int:
+    "Nodes of a YAML tree with every alias followed (counted, not built: each node once, via `memo`)."
+    if id(node) in memo: return memo[id(node)]
+    memo[id(node)] = 1                                                    # a recursive alias counts once
+    kids = ([x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+    memo[id(node)] = n = 1 + sum(_expanded(k, memo) for k in kids)
+    return n
+
+
+def _common_field(name: str, where: str) -> None:
+    "Refuse a setting common to every run that is not one: the run folder, the preset."
+    if name == 'out_dir': raise ValueError(f"out_dir in {where}: each run's folder is the sweep's, OUT/<run name>; "
+                                           "give the sweep folder with --out (out_dir=)")
+    if name == 'preset': raise ValueError(f"preset in {where}: give it as --preset (preset=) or the spec's preset")
+
+
 def check_spec(spec: dict, where: str = 'spec') -> dict:
     "A spec with its grid points checked against Config (one-line errors naming `where`)."
     if not isinstance(spec, dict): raise ValueError(f"{where}: expected a mapping with keys {sorted(SPEC_KEYS)}")
     unknown = set(spec) - SPEC_KEYS
-    if unknown: raise ValueError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(SPEC_KEYS)}")
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {show_value(sorted(map(str, unknown)))}; expected some of "
+                         f"{sorted(SPEC_KEYS)}")
     if 'grid' not in spec: raise ValueError(f"{where}: no 'grid' (a mapping FIELD: [values], or a list of them)")
     if spec.get('preset') is not None and spec['preset'] not in PRESETS:
-        raise ValueError(f"{where}: unknown preset {spec['preset']!r}; expected one of {sorted(PRESETS)}")
+        raise ValueError(f"{where}: unknown preset {show_value(spec['preset'])}; expected one of {sorted(PRESETS)}")
+    if not isinstance(spec.get('set') or {}, dict):
+        raise ValueError(f"{where}: 'set' must be a mapping FIELD: value, got {show_value(spec['set'])}")
     try:
         expand_grid(spec['grid'])
+        for k, v in (spec.get('set') or {}).items(): _common_field(field_of(k).name, "the spec's set")
         for k, v in (spec.get('set') or {}).items(): parse_value(k, v)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
@@ -116,17 +203,23 @@ def check_spec(spec: dict, where: str = 'spec') -> dict:
 
 
 def load_spec(name_or_file) -> dict:
-    "A named spec (`SPECS`) or a YAML/JSON file with keys description, preset, grid, set."
+    """A named spec (`SPECS`) or a YAML/JSON file with keys description, preset, grid, set (at most MAX_SPEC_BYTES;
+    YAML read by `SpecLoader`)."""
     if str(name_or_file) in SPECS: return dict(SPECS[str(name_or_file)])
     p = Path(name_or_file)
-    if not p.exists(): raise ValueError(f"{name_or_file}: neither a spec name ({', '.join(SPECS)}) nor a file")
-    import yaml
+    if not p.is_file(): raise ValueError(f"{name_or_file}: neither a spec name ({', '.join(SPECS)}) nor a file")
+    if p.stat().st_size > MAX_SPEC_BYTES:
+        raise ValueError(f"{p}: {p.stat().st_size} bytes; a spec file is at most {MAX_SPEC_BYTES}")
+    kind = 'JSON' if p.suffix == '.json' else 'YAML'
     try:
-        spec = json.loads(p.read_text()) if p.suffix == '.json' else yaml.safe_load(p.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        text = p.read_text()
+        spec = json.loads(text) if kind == 'JSON' else yaml.load(text, Loader=SpecLoader)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
         line = getattr(e, 'lineno', None) or (getattr(getattr(e, 'problem_mark', None), 'line', -1) + 1)
-        raise ValueError(f"{p}:{line}: not valid {'JSON' if p.suffix == '.json' else 'YAML'} "
-                         f"({str(e).splitlines()[0]})") from None
+        where = f"{p}:{line}" if line else str(p)
+        raise ValueError(f"{where}: not valid {kind} ({str(e).splitlines()[0][:200]})") from None
+    except RecursionError:
+        raise ValueError(f"{p}: nested too deeply to be a spec") from None
     return check_spec(spec, str(p))
 
 
@@ -175,6 +268,10 @@ def plan_sweep(out_dir, points: Sequence[dict], preset: str | None = None, **com
     out = Path(out_dir).expanduser().resolve()
     if any('out_dir' in p for p in points):
         raise ValueError("out_dir is the sweep's to set: each run goes to OUT/<run name>")
+    for k in common: _common_field(k, 'the settings of every run')
+    both = sorted({k for p in points for k in p} & set(common))
+    if both: raise ValueError(f"{', '.join(both)}: an axis of the grid and also a setting of every run (a flag, "
+                              "--set or the spec's set); give each field once")
     runs, names = [], set()
     for point in points:
         values = resolve_paths({'progress': False, **common, **point})
@@ -225,8 +322,12 @@ def _move_aside(r: Run) -> None:
     os.replace(r.dir, dest)
 
 # %% ../nbs/22_sweep.ipynb #w2
-def _axes(g: dict, methods, seeds) -> dict:
-    "A grid with the method and seed axes set by the shorthands (when given): the method first, the seed last."
+def _axes(g: dict, methods, seeds, spec: bool = False) -> dict:
+    """A grid with the method and seed axes set by the shorthands (when given): the method first, the seed last. They
+    replace a spec's axes; a grid of one's own naming the same field is refused (one of the two would be dropped)."""
+    g = _grid_axes(g)
+    for k, v in (('method', methods), ('seed', seeds)):
+        if v and k in g and not spec: raise ValueError(f"{k} given twice, in the grid and as --{k}s; give it once")
     g = {**g, **({'method': list(methods)} if methods else {}), **({'seed': list(seeds)} if seeds else {})}
     head, tail = {k: g.pop(k) for k in ('method',) if k in g}, {k: g.pop(k) for k in ('seed',) if k in g}
     return {**head, **g, **tail}
@@ -239,7 +340,7 @@ def sweep_points(grid=None, methods=None, seeds=None, spec=None) -> tuple[list[d
     s = load_spec(spec) if spec is not None else {}
     if isinstance(grid, (list, tuple)) and grid and isinstance(grid[0], str): grid = parse_grid(grid)
     grids = s.get('grid') or grid or {}
-    return expand_grid([_axes(g, methods, seeds) for g in ([grids] if isinstance(grids, dict) else grids)]), s
+    return expand_grid([_axes(g, methods, seeds, bool(s)) for g in _grid_list(grids)]), s
 
 # %% ../nbs/22_sweep.ipynb #w3
 def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None, spec=None,
@@ -257,7 +358,10 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
     at once; `'slurm'` submits jobs (`slurm`: partition, gpus_per_run, cpus_per_run, mem, time, array_parallelism,
     extra); `wait=False` returns after submitting."""
     say = log or (lambda *a, **k: None)
-    if executor not in EXECUTORS: raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {show_value(executor)}")
+    if executor == 'slurm': slurm = check_slurm(slurm, Path(out_dir).expanduser().resolve())   # before any planning
+    pin_home()                                      # a relative PATCHMIX_HOME means this folder, not the workers'
     points, s = sweep_points(grid, methods, seeds, spec)
     preset = preset if preset is not None else s.get('preset')
     common = {field_of(k).name: parse_value(k, v) for k, v in {**(s.get('set') or {}), **config}.items()
