@@ -14,11 +14,13 @@ import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
 from .ast import CheckpointError, LoadReport, MixFn
+from .features import FBANK_MEAN, FBANK_STD
 
 # %% auto #0
 __all__ = ['BEATS_FBANK_MEAN', 'BEATS_FBANK_STD', 'BEATS_FBANK_KWARGS', 'BEATS_DEFAULTS', 'BEATS_CONFIGS',
            'beats_fbank', 'plot_fbank_pair', 'plot_grid_maps', 'beats_config', 'relative_bucket',
-           'BEATsAttention', 'BEATsLayer', 'WNConv1d', 'BEATsEncoder', 'BEATs', 'load_beats']
+           'BEATsAttention', 'BEATsLayer', 'WNConv1d', 'BEATsEncoder', 'BEATs', 'load_beats',
+           'ast_to_beats_norm']
 
 # %% ../nbs/07_beats.ipynb #bt05
 BEATS_FBANK_MEAN = 15.41663  # BEATs' fbank statistics (AudioSet), as its preprocess uses them
@@ -400,3 +402,10 @@ def load_beats(path, n_frames: int = 798, n_mels: int = 128) -> BEATs:
     model.load_report = LoadReport(str(path), 'beats', loaded=sorted(new), discarded=discarded,
                                    adapted=[f"renamed {len(notes)} weight-norm tensors"] if notes else [])
     return model
+
+# %% ../nbs/07_beats.ipynb #bt44
+def ast_to_beats_norm() -> tuple[float, float]:
+    """(m, s) such that (x - m) / s puts AST's normalised fbank x (04_features) in BEATs' normalisation: the log
+    energies shift by ln 2^30 (the 2^15 scale); the window (hanning, not BEATs' povey) is left as it is."""
+    shift = 30 * math.log(2)
+    return (BEATS_FBANK_MEAN - FBANK_MEAN - shift) / (2 * FBANK_STD), BEATS_FBANK_STD / FBANK_STD

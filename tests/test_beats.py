@@ -255,3 +255,36 @@ def test_gradient_decay_and_explicit_attention_path():
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=0)
     assert len(attn) == 3 and attn[0].shape == (2, 4, 40, 40)
     torch.testing.assert_close(attn[0].sum(-1), torch.ones(2, 4, 40))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# End to end: `patchmix train --model beats-tiny --method patchmix_cl` on synthetic data on the CPU (in process)
+# --------------------------------------------------------------------------------------------------------------------
+def test_cli_train_eval_beats_tiny_and_official_checkpoint(tmp_path, capsys):
+    """From scratch (smoke preset: norm='dataset'), then eval of the run; then from a checkpoint in the official format
+    with norm='audioset' (BEATs' own scaling), lr 1e-12: the run starts from the checkpoint's weights."""
+    import json
+    from patchmix_nb.beats import ast_to_beats_norm
+    from patchmix_nb.cli import main
+    from patchmix_nb.runs import load_checkpoint
+    run = tmp_path / 'run'
+    assert main(['train', '--preset', 'smoke', '--model', 'beats-tiny', '--method', 'patchmix_cl', '--out', str(run),
+                 '--no-progress']) == 0
+    m = json.loads((run / 'metrics.json').read_text())
+    assert m['epochs_done'] == 1 and {'sp', 'se', 'score'} <= set(m['test'])
+    capsys.readouterr()
+    assert main(['eval', '--ckpt', str(run / 'best.pt'), '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['score'] == pytest.approx(m['test']['score'], abs=1e-6)
+
+    sd = official_checkpoint(tmp_path / 'beats_tiny.pt', TINY)
+    pre = tmp_path / 'pre'
+    assert main(['train', '--preset', 'smoke', '--model', 'beats', '--method', 'patchmix_cl', '--norm', 'audioset',
+                 '--pretrained', str(tmp_path / 'beats_tiny.pt'), '--lr', '1e-12', '--out', str(pre),
+                 '--no-progress']) == 0
+    ck = load_checkpoint(pre / 'last.pt')
+    assert tuple(ck['input_norm']) == pytest.approx(ast_to_beats_norm())
+    torch.testing.assert_close(ck['model']['encoder.layers.1.fc1.weight'], sd['encoder.layers.1.fc1.weight'],
+                               rtol=0, atol=1e-9)
+    assert main(['train', '--preset', 'smoke', '--model', 'beats-small', '--out', str(tmp_path / 'x'),
+                 '--no-progress']) == 2
+    assert "unknown BEATs config 'beats-small'" in capsys.readouterr().err
