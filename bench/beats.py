@@ -8,7 +8,7 @@ fbank (`beats_fbank`, the official preprocess) is timed per 8-second cycle as we
 not to the step.
 
 Usage:
-    python bench/beats.py                                  # tiny sizes, batch 8, fp32 on CPU (minutes on 2 cores)
+    python bench/beats.py                                  # ast-tiny vs BEATs at its width and depth, batch 8
     python bench/beats.py --sizes base --batch 8 --steps 10  # the paper's batch; on CUDA under bf16 autocast
 
 On CUDA it prints seconds per ICBHI epoch (4,142 training cycles: 517 steps at batch 8) for each backbone.
@@ -30,7 +30,16 @@ from patchmix_nb.beats import BEATs, beats_fbank
 from patchmix_nb.model import PatchMixModel
 
 N_CLS, N_FRAMES, N_MELS, TRAIN_CYCLES = 4, 798, 128, 4142
-SIZES = {'tiny': ('ast-tiny', 'beats-tiny'), 'base': ('ast-base', 'beats')}
+# BEATs at ast-tiny's width and depth (192 wide, 4 layers, 3 heads) for a like-for-like CPU comparison
+BEATS_AS_AST_TINY = dict(encoder_layers=4, encoder_embed_dim=192, encoder_ffn_embed_dim=768, encoder_attention_heads=3,
+                         embed_dim=192)
+SIZES = {'tiny': ('ast-tiny', 'beats@ast-tiny'), 'base': ('ast-base', 'beats')}
+
+
+def backbone(name: str) -> torch.nn.Module:
+    if name == 'beats@ast-tiny': return BEATs('beats', n_frames=N_FRAMES, **BEATS_AS_AST_TINY)
+    if name.startswith('beats'): return BEATs(name, n_frames=N_FRAMES)
+    return create_backbone(name, n_frames=N_FRAMES, n_mels=N_MELS)
 
 
 def _sync(device: torch.device) -> None:
@@ -45,9 +54,12 @@ def time_step(backbone: torch.nn.Module, batch: int, steps: int, device: torch.d
     y = torch.arange(batch, device=device) % N_CLS
     times = []
     for i in range(steps + 1):
-        _sync(device); t0 = time.perf_counter()
+        _sync(device)
+        t0 = time.perf_counter()
         with model.autocast(): loss, _ = model(x, y)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         _sync(device)
         if i: times.append(time.perf_counter() - t0)
     return times
@@ -55,7 +67,8 @@ def time_step(backbone: torch.nn.Module, batch: int, steps: int, device: torch.d
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--sizes', choices=sorted(SIZES), default='tiny', help='tiny (ast-tiny, beats-tiny) or base')
+    ap.add_argument('--sizes', choices=sorted(SIZES), default='tiny',
+                    help='tiny (ast-tiny and BEATs at its width and depth) or base (ast-base and beats)')
     ap.add_argument('--batch', type=int, default=8)
     ap.add_argument('--steps', type=int, default=3, help='timed steps per backbone (after one warm-up)')
     ap.add_argument('--device', default='auto', help="'auto' (cuda where available), 'cpu' or 'cuda'")
@@ -66,15 +79,17 @@ def main(argv=None) -> dict:
     print(f"device {device}{' bf16 autocast' if amp else ' fp32'}; load average {os.getloadavg()[0]:.1f}; "
           f"batch {args.batch}; {torch.get_num_threads()} threads")
     wave = 0.1 * torch.randn(16000 * 8)
-    t0 = time.perf_counter(); beats_fbank(wave); fb_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    beats_fbank(wave)
+    fb_s = time.perf_counter() - t0
     print(f"beats_fbank: {fb_s * 1000:.1f} ms per 8 s cycle (CPU, once per cycle into a feature cache)")
     out = {}
     for name in SIZES[args.sizes]:
-        net = BEATs(name) if name.startswith('beats') else create_backbone(name, n_frames=N_FRAMES, n_mels=N_MELS)
+        net = backbone(name)
         t = time_step(net, args.batch, args.steps, device, amp)
         tokens = net.num_patches + (0 if name.startswith('beats') else 2)
         out[name] = statistics.median(t)
-        line = f"{name:10s} {tokens:4d} tokens  {sum(p.numel() for p in net.parameters()) / 1e6:6.1f} M params  " \
+        line = f"{name:14s} {tokens:4d} tokens  {sum(p.numel() for p in net.parameters()) / 1e6:6.1f} M params  " \
                f"step median {out[name]:.3f} s"
         if device.type == 'cuda': line += f"  ICBHI epoch {out[name] * (TRAIN_CYCLES // args.batch):.0f} s"
         print(line)

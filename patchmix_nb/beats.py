@@ -49,9 +49,12 @@ def plot_fbank_pair(ast_fb: torch.Tensor, beats_fb: torch.Tensor, title: str = '
     "AST's and BEATs' normalised fbanks (T, F) of one cycle side by side, with value histograms; returns the Figure."
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 3, figsize=(15, 3.4), gridspec_kw=dict(width_ratios=[2, 2, 1.2]))
+    both = torch.cat([ast_fb.flatten(), beats_fb.flatten()]).float()
+    lim = dict(vmin=float(both.quantile(.005)), vmax=float(both.quantile(.995)))   # one scale; floor bins saturate
     for ax, fb, name in ((axs[0], ast_fb, 'AST: hanning, ±1 wave, (x + 4.27) / 9.14'),
                          (axs[1], beats_fb, 'BEATs: povey, wave x 2^15, (x - 15.42) / 13.11')):
-        im = ax.imshow(fb.T.float().numpy(), origin='lower', aspect='auto', cmap='magma', interpolation='nearest')
+        im = ax.imshow(fb.T.float().numpy(), origin='lower', aspect='auto', cmap='magma', interpolation='nearest',
+                       **lim)
         ax.set(title=name, xlabel='frame (10 ms)', ylabel='mel bin')
         fig.colorbar(im, ax=ax)
     for fb, name in ((ast_fb, 'AST'), (beats_fb, 'BEATs')):
