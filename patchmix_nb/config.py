@@ -48,8 +48,9 @@ class Config:
     duration: float = _f(8.0, 'seconds per cycle clip (the paper: 8 s -> 798 frames)')
     pad: str = _f('repeat', "'repeat' (the paper) or 'zero' padding of short cycles")
     # model
-    model: str = _f('ast-tiny', 'ast-base | ast-small | ast-tiny | a timm CNN (resnet18, efficientnet_b0, ...)')
-    pretrained: str | None = _f(None, 'local checkpoint: timm DeiT, official AST AudioSet or Hugging Face AST')
+    model: str = _f('ast-tiny', 'ast-base | ast-small | ast-tiny | beats | beats-tiny | a timm CNN (resnet18, ...)')
+    pretrained: str | None = _f(None, 'local checkpoint: timm DeiT, official AST AudioSet or Hugging Face AST; '
+                                'an official BEATs checkpoint for beats models')
     pos_embed_mode: str = _f('upstream', "positional-embedding adaptation: 'upstream' (the paper) or 'canonical'")
     pool: str = _f('cls', "AST pooling: 'cls' = (cls + dist)/2 (the paper) or 'mean' of the patch tokens "
                    "(from-scratch demos)")
@@ -192,8 +193,8 @@ def check_config(cfg: Config) -> Config:
     _one_of(cfg, 'n_cls', sorted(N_CLS[cfg.class_split]))
     _need(str(cfg.test_fold) in ('official', 'official-disjoint', '0', '1', '2', '3', '4'),
           f"test_fold must be 'official', 'official-disjoint' or 0..4, got {cfg.test_fold!r}")
-    _need(cfg.method in ('ce', 'mixup', 'cutmix') or cfg.model.startswith('ast'),
-          f"method {cfg.method!r} mixes patch tokens and needs an AST backbone, got model {cfg.model!r}")
+    _need(cfg.method in ('ce', 'mixup', 'cutmix') or cfg.model.startswith(('ast', 'beats')),
+          f"method {cfg.method!r} mixes patch tokens and needs an AST backbone (or BEATs), got model {cfg.model!r}")
     _need(cfg.device in ('auto', 'cpu', 'cuda') or cfg.device.startswith('cuda:'),
           f"device must be auto, cpu or cuda, got {cfg.device!r}")
     _need(cfg.epochs >= 1 and cfg.batch_size >= 2,

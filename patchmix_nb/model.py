@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ast import ASTHead, create_backbone, load_pretrained
+from .beats import BEATs, ast_to_beats_norm, load_beats
 from .patchmix import PatchMixer, cutmix, mixup
 from .losses import Projector, contrastive_targets, mix_ce_loss, patchmix_contrastive_loss
 from .config import Config
@@ -136,16 +137,29 @@ class PatchMixModel(nn.Module):
         return [m for m in (self.backbone, self.head, self.projector) if m is not None]
 
 # %% ../nbs/15_model.ipynb #mo12
-def build_model(cfg: Config, n_frames: int, device: torch.device | str = 'cpu',
-                class_weights: torch.Tensor | None = None, input_norm: tuple[float, float] = (0.0, 1.0),
-                verbose: bool = False) -> PatchMixModel:
-    "The model `cfg` describes, on `device`; `class_weights` are used when cfg.weighted_loss."
-    device = torch.device(device)
+def _backbone(cfg: Config, n_frames: int, verbose: bool = False) -> nn.Module:
+    "The backbone cfg.model names, with its local pretrained weights: AST or a timm CNN (07_ast), or BEATs (07_beats)."
+    if cfg.model.startswith('beats'):                 # an official checkpoint's own cfg decides the architecture
+        if not cfg.pretrained: return BEATs(cfg.model, n_frames=n_frames, n_mels=128)
+        backbone = load_beats(cfg.pretrained, n_frames=n_frames, n_mels=128)
+        if verbose: print(backbone.load_report)
+        return backbone
     ast_kw = dict(pool=cfg.pool, stride=(cfg.patch_stride,) * 2) if cfg.model.startswith('ast') else {}
     backbone = create_backbone(cfg.model, n_frames=n_frames, n_mels=128, **ast_kw)
     if cfg.pretrained:
         report = load_pretrained(backbone, cfg.pretrained, pos_embed_mode=cfg.pos_embed_mode)
         if verbose: print(report)
+    return backbone
+
+
+def build_model(cfg: Config, n_frames: int, device: torch.device | str = 'cpu',
+                class_weights: torch.Tensor | None = None, input_norm: tuple[float, float] = (0.0, 1.0),
+                verbose: bool = False) -> PatchMixModel:
+    """The model `cfg` describes, on `device`; `class_weights` are used when cfg.weighted_loss. A BEATs model with
+    norm='audioset' scales the cached (AST) features into BEATs' own normalisation (07_beats `ast_to_beats_norm`)."""
+    device = torch.device(device)
+    backbone = _backbone(cfg, n_frames, verbose)
+    if cfg.model.startswith('beats') and cfg.norm == 'audioset': input_norm = ast_to_beats_norm()
     model = PatchMixModel(backbone, cfg.n_cls, cfg.method, proj_dim=cfg.proj_dim, mix_beta=cfg.mix_beta,
                           mix_mode=cfg.mix_mode, temperature=cfg.temperature, alpha=cfg.alpha,
                           target_type=cfg.target_type, negative_pair=cfg.negative_pair,
