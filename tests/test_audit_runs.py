@@ -1,0 +1,104 @@
+"""Issue 18, runs: one writer per run folder, a cache key over every byte of the audio, the data path of a run found
+from anywhere, a torchrun batch refused before any work, one scheduler query per sweep poll."""
+import json, os, shutil, signal, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from patchmix_nb import runs as R
+from patchmix_nb.config import make_config
+from patchmix_nb.devices import check_batch_split
+from patchmix_nb.runs import LOCK, RunFolder, RunFolderBusy
+from patchmix_nb.train import start_run, train
+
+SMOKE = dict(progress=False, device='cpu', precision='fp32', max_steps=1)
+HOLD = "import sys, time; from patchmix_nb.runs import RunFolder; RunFolder(sys.argv[1]).lock(); print('held', flush=True); time.sleep(120)"
+
+
+def _holder(folder: Path) -> subprocess.Popen:
+    "Another process that holds `folder` through RunFolder.lock (as a second `patchmix train --out` would)."
+    p = subprocess.Popen([sys.executable, '-c', HOLD, str(folder)], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])})
+    assert p.stdout.readline().strip() == 'held'
+    return p
+
+
+# 1. one writer per run folder
+
+def test_a_second_writer_refuses_and_leaves_the_folder_alone(tmp_path):
+    out = tmp_path / 'run'
+    holder = _holder(out)
+    try:
+        with pytest.raises(RunFolderBusy) as e:
+            train(make_config('smoke', out_dir=str(out), **SMOKE), log=None)
+        msg = str(e.value)
+        assert '\n' not in msg and str(out) in msg and f"pid {holder.pid}" in msg, msg
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]                    # nothing of a run was written
+        assert json.loads((out / LOCK).read_text())['pid'] == holder.pid           # the holder's lock is kept
+    finally:
+        holder.kill(); holder.wait()
+
+
+def test_a_dead_writers_lock_is_taken_over_and_released_at_the_end(tmp_path):
+    out = tmp_path / 'run'
+    holder = _holder(out)
+    holder.send_signal(signal.SIGKILL); holder.wait()                              # dies holding the folder
+    said = []
+    m = train(make_config('smoke', out_dir=str(out), **SMOKE), log=said.append)
+    assert m['epochs_done'] == 1
+    assert any('took over the lock' in s and f"pid {holder.pid}" in s for s in said), said
+    assert not (out / LOCK).exists() and (out / 'last.pt').exists()
+
+
+def test_the_lock_is_reentrant_in_one_process(tmp_path):
+    "A caller holding the folder (a notebook that trains twice) may lock it again; the last release removes .lock."
+    out = RunFolder(tmp_path / 'run')
+    out.lock(); out.lock()
+    assert json.loads((out / LOCK).read_text())['pid'] == os.getpid()
+    out.unlock()
+    assert (out / LOCK).exists()
+    out.unlock()
+    assert not (out / LOCK).exists() and not out.path.exists()        # the lock made the folder; nothing else there
+
+
+def test_a_refused_start_leaves_no_lock_and_no_folder(tmp_path):
+    cfg = make_config('smoke', out_dir=str(tmp_path / 'none'), **SMOKE)
+    with pytest.raises(FileNotFoundError, match='nothing to resume'):
+        train(cfg, resume=True, log=None)
+    assert not (tmp_path / 'none').exists() and not R._HELD
+
+
+# 4. a torchrun batch that does not split: refused before any work
+
+def test_batch_that_does_not_split_is_refused_before_any_work(tmp_path, monkeypatch):
+    loads = []
+    monkeypatch.setattr('patchmix_nb.train.load_data', lambda *a, **k: loads.append(1))
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('RANK', '0')
+    cfg = make_config('smoke', out_dir=str(tmp_path / 'r'), batch_size=7, **SMOKE)
+    with pytest.raises(ValueError, match=r"^batch_size 7 does not split over the 2 processes \(torchrun "
+                                         r"--nproc_per_node 2\); expected a multiple of 2, e.g. 6 or 8$"):
+        start_run(cfg, log=None)
+    assert not loads and not (tmp_path / 'r').exists()
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setattr('patchmix_nb.devices.time.sleep', lambda s: None)
+    with pytest.raises(SystemExit) as e:                                           # the others: silent, non-zero
+        start_run(cfg, log=None)
+    assert e.value.code == 2 and not loads
+    check_batch_split(8)
+
+
+TORCHRUN = shutil.which('torchrun', path=str(Path(sys.executable).parent)) or shutil.which('torchrun')
+
+
+@pytest.mark.skipif(TORCHRUN is None or not torch.distributed.is_gloo_available(), reason='torchrun/gloo missing')
+def test_torchrun_batch_that_does_not_split_is_one_line(tmp_path):
+    r = subprocess.run([TORCHRUN, '--standalone', '--nproc_per_node', '2', '-m', 'patchmix_nb', 'train',
+                        '--preset', 'smoke', '--device', 'cpu', '--batch-size', '7', '--out', str(tmp_path / 'r')],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    ours = [line for line in r.stderr.splitlines() if line.startswith('patchmix train')]
+    assert r.returncode != 0 and ours == ["patchmix train: error: batch_size 7 does not split over the 2 processes "
+                                          "(torchrun --nproc_per_node 2); expected a multiple of 2, e.g. 6 or 8"], r.stderr
+    assert r.stderr.count('Traceback (most recent call last)') <= 1          # torchrun's own report, none of ours
+    assert not (tmp_path / 'r').exists()
