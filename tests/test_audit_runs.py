@@ -102,3 +102,38 @@ def test_torchrun_batch_that_does_not_split_is_one_line(tmp_path):
                                           "(torchrun --nproc_per_node 2); expected a multiple of 2, e.g. 6 or 8"], r.stderr
     assert r.stderr.count('Traceback (most recent call last)') <= 1          # torchrun's own report, none of ours
     assert not (tmp_path / 'r').exists()
+
+
+# 5. sweep status at scale: one scheduler query per poll
+
+def _sweep_folder(out: Path, n: int) -> None:
+    "n planned runs, each submitted as a Slurm job (job id = its index); odd ones are still in the queue."
+    from patchmix_nb.core import save_json
+    for i in range(n):
+        d = out / f"ce_seed{i}"
+        save_json(make_config('smoke', seed=i).to_dict(), d / 'config.json')
+        save_json({'name': d.name}, d / 'sweep.json')
+        save_json({'job_id': str(i), 'executor': 'slurm'}, d / '.job.json')
+
+
+def test_sweep_status_asks_the_scheduler_once(tmp_path, monkeypatch):
+    from patchmix_nb.sweep import monitor, sweep_status
+    calls = []
+
+    def fake_squeue(ids):
+        calls.append(list(ids))
+        return {i: 'PENDING' for i in ids if int(i) % 2}
+    monkeypatch.setattr(R, 'squeue', fake_squeue)
+    _sweep_folder(tmp_path, 40)
+    runs, line = sweep_status(tmp_path)
+    assert len(calls) == 1 and sorted(calls[0], key=int) == [str(i) for i in range(40)]
+    assert (runs.status == 'pending').sum() == 20 and (runs.status == 'queued').sum() == 20
+    assert line.startswith('[sweep] 0/40 done, 0 running, 0 failed, 40 queued')
+
+    class Done:                                              # an executor whose jobs ended after this poll
+        parallel, poll, note = 1, 0., ''
+        def finished(self, states): return True
+    calls.clear()
+    planned = [type('Run', (), {'name': d.name, 'folder': RunFolder(d)}) for d in sorted(tmp_path.glob('ce_*'))]
+    monitor(planned, tmp_path, Done(), say=lambda *a: None)
+    assert len(calls) == 1                                   # states, the summary and finished: one squeue call
