@@ -137,3 +137,44 @@ def test_sweep_status_asks_the_scheduler_once(tmp_path, monkeypatch):
     planned = [type('Run', (), {'name': d.name, 'folder': RunFolder(d)}) for d in sorted(tmp_path.glob('ce_*'))]
     monitor(planned, tmp_path, Done(), say=lambda *a: None)
     assert len(calls) == 1                                   # states, the summary and finished: one squeue call
+
+
+# 2. stale audio: the cache key covers every byte
+
+def test_one_sample_edited_in_place_changes_the_cache_key(tmp_path, monkeypatch):
+    "The former key sampled 16 blocks of 4 KiB: a byte between them, with size and mtime kept, reused stale features."
+    from patchmix_nb.dataset import load_index
+    from patchmix_nb.features import cache_key, cache_manifest
+    from patchmix_nb.synthetic import make_synthetic
+    monkeypatch.setenv('PATCHMIX_HOME', str(tmp_path / 'home'))
+    data = make_synthetic(tmp_path / 'icbhi', recordings=2, seed=3)
+    key = cache_key(cache_manifest(load_index(data)))
+    wav = Path(load_index(data).recordings.wav[0])
+    st, b = wav.stat(), bytearray(wav.read_bytes())
+    at = st.st_size // 16 + 2 * 4096                                    # between the 1st and 2nd sampled blocks
+    assert at + 4096 < st.st_size * 2 // 16
+    b[at] ^= 0x40
+    wav.write_bytes(bytes(b))
+    os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (wav.stat().st_size, wav.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert cache_key(cache_manifest(load_index(data))) != key
+
+
+def test_the_digest_memo_is_used_only_when_the_stat_proves_the_file_unchanged(tmp_path, monkeypatch):
+    from patchmix_nb import core
+    f, memo = tmp_path / 'a.wav', tmp_path / 'memo.json'
+    f.write_bytes(os.urandom(3 << 20))
+    reads = []
+    real = core.file_digest
+    monkeypatch.setattr(core, 'file_digest', lambda p, *a: reads.append(p) or real(p, *a))
+    monkeypatch.setattr(core, 'RACY_S', -1.0)                           # this fresh file counts as settled
+    d = core.file_digests([f], memo)[str(f)]
+    assert core.file_digests([f], memo)[str(f)] == d and len(reads) == 1 # memo: not read again
+    st = f.stat()
+    with open(f, 'r+b') as h: h.seek(1 << 20); h.write(b'\0')           # in place; size and mtime restored
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert core.file_digests([f], memo)[str(f)] != d and len(reads) == 2 # the ctime moved: hashed again
+    monkeypatch.setattr(core, 'RACY_S', 2.0)
+    g = tmp_path / 'b.wav'; g.write_bytes(b'x' * 10)
+    core.file_digests([g], memo)
+    assert str(g.resolve()) not in json.loads(memo.read_text())         # ctime too fresh to trust: not memoised
