@@ -89,8 +89,8 @@ HASH_MEMO, RACY_S = 'file-hashes.json', 2.0
 
 
 def file_digest(path, chunk: int = 1 << 20) -> str:
-    "blake2b (128 bits) of every byte of a file."
-    h, buf = hashlib.blake2b(digest_size=16), bytearray(chunk)
+    "sha256 of every byte of a file."
+    h, buf = hashlib.sha256(), bytearray(chunk)
     view = memoryview(buf)
     with open(path, 'rb', buffering=0) as f:
         while n := f.readinto(buf): h.update(view[:n])
@@ -109,12 +109,12 @@ def file_digests(paths, memo: Path | None = None) -> dict[str, str]:
         st, key = os.stat(p), str(Path(p).resolve())
         m = known.get(key)
         if m and m.get('stat') == _stat_id(st):
-            out[p] = m['blake2b']
+            out[p] = m['sha256']
             continue
         t0 = time.time_ns()
         out[p] = file_digest(p)
         if st.st_ctime_ns < t0 - RACY_S * 1e9 and _stat_id(os.stat(p)) == _stat_id(st):   # unchanged while read
-            new[key] = {'stat': _stat_id(st), 'blake2b': out[p]}
+            new[key] = {'stat': _stat_id(st), 'sha256': out[p]}
     if new:
         with contextlib.suppress(OSError): save_json({**known, **new}, memo)              # a memo only: optional
     return out

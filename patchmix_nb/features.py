@@ -198,11 +198,11 @@ def plot_specaugment(before, after, title: str = 'SpecAugment'):
 
 # %% ../nbs/04_features.ipynb #a6c0c5df
 def _file_sig(path, text: bool = False, digest: str | None = None) -> dict:
-    "What the cache key knows of a file: an annotation's sha256; an audio file's size and blake2b of every byte."
+    "What the cache key knows of a file: an annotation's sha256; an audio file's size and sha256 of every byte."
     p = Path(path)
     try:
         if text: return dict(path=str(p.resolve()), sha256=hashlib.sha256(p.read_bytes()).hexdigest())
-        return dict(path=str(p.resolve()), size=p.stat().st_size, blake2b=digest or file_digests([p])[str(p)])
+        return dict(path=str(p.resolve()), size=p.stat().st_size, sha256=digest or file_digests([p])[str(p)])
     except OSError as e: raise ICBHIError(f'cannot read data file ({e.strerror})', path=p) from None
 
 

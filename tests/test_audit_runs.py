@@ -13,7 +13,8 @@ from patchmix_nb.runs import LOCK, RunFolder, RunFolderBusy
 from patchmix_nb.train import start_run, train
 
 SMOKE = dict(progress=False, device='cpu', precision='fp32', max_steps=1)
-HOLD = "import sys, time; from patchmix_nb.runs import RunFolder; RunFolder(sys.argv[1]).lock(); print('held', flush=True); time.sleep(120)"
+HOLD = ("import sys, time; from patchmix_nb.runs import RunFolder; RunFolder(sys.argv[1]).lock(); "
+        "print('held', flush=True); time.sleep(120)")
 
 
 def _holder(folder: Path) -> subprocess.Popen:
@@ -37,13 +38,15 @@ def test_a_second_writer_refuses_and_leaves_the_folder_alone(tmp_path):
         assert sorted(p.name for p in out.iterdir()) == [LOCK]                    # nothing of a run was written
         assert json.loads((out / LOCK).read_text())['pid'] == holder.pid           # the holder's lock is kept
     finally:
-        holder.kill(); holder.wait()
+        holder.kill()
+        holder.wait()
 
 
 def test_a_dead_writers_lock_is_taken_over_and_released_at_the_end(tmp_path):
     out = tmp_path / 'run'
     holder = _holder(out)
-    holder.send_signal(signal.SIGKILL); holder.wait()                              # dies holding the folder
+    holder.send_signal(signal.SIGKILL)                                             # dies holding the folder
+    holder.wait()
     said = []
     m = train(make_config('smoke', out_dir=str(out), **SMOKE), log=said.append)
     assert m['epochs_done'] == 1
@@ -54,7 +57,8 @@ def test_a_dead_writers_lock_is_taken_over_and_released_at_the_end(tmp_path):
 def test_the_lock_is_reentrant_in_one_process(tmp_path):
     "A caller holding the folder (a notebook that trains twice) may lock it again; the last release removes .lock."
     out = RunFolder(tmp_path / 'run')
-    out.lock(); out.lock()
+    out.lock()
+    out.lock()
     assert json.loads((out / LOCK).read_text())['pid'] == os.getpid()
     out.unlock()
     assert (out / LOCK).exists()
@@ -98,8 +102,9 @@ def test_torchrun_batch_that_does_not_split_is_one_line(tmp_path):
                         '--preset', 'smoke', '--device', 'cpu', '--batch-size', '7', '--out', str(tmp_path / 'r')],
                        capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     ours = [line for line in r.stderr.splitlines() if line.startswith('patchmix train')]
-    assert r.returncode != 0 and ours == ["patchmix train: error: batch_size 7 does not split over the 2 processes "
-                                          "(torchrun --nproc_per_node 2); expected a multiple of 2, e.g. 6 or 8"], r.stderr
+    assert r.returncode != 0, r.stderr
+    assert ours == ["patchmix train: error: batch_size 7 does not split over the 2 processes (torchrun "
+                    "--nproc_per_node 2); expected a multiple of 2, e.g. 6 or 8"], r.stderr
     assert r.stderr.count('Traceback (most recent call last)') <= 1          # torchrun's own report, none of ours
     assert not (tmp_path / 'r').exists()
 
@@ -171,10 +176,13 @@ def test_the_digest_memo_is_used_only_when_the_stat_proves_the_file_unchanged(tm
     d = core.file_digests([f], memo)[str(f)]
     assert core.file_digests([f], memo)[str(f)] == d and len(reads) == 1 # memo: not read again
     st = f.stat()
-    with open(f, 'r+b') as h: h.seek(1 << 20); h.write(b'\0')           # in place; size and mtime restored
+    with open(f, 'r+b') as h:                                           # in place; size and mtime restored
+        h.seek(1 << 20)
+        h.write(b'\0')
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert core.file_digests([f], memo)[str(f)] != d and len(reads) == 2 # the ctime moved: hashed again
     monkeypatch.setattr(core, 'RACY_S', 2.0)
-    g = tmp_path / 'b.wav'; g.write_bytes(b'x' * 10)
+    g = tmp_path / 'b.wav'
+    g.write_bytes(b'x' * 10)
     core.file_digests([g], memo)
     assert str(g.resolve()) not in json.loads(memo.read_text())         # ctime too fresh to trust: not memoised
