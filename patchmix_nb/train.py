@@ -250,9 +250,11 @@ def _quiet(*a, **k): pass
 # %% ../nbs/17_train.ipynb #25ed0e77
 def start_run(cfg: Config, resume: bool = False, overwrite: bool = False, log: Callable | None = print) -> TrainingRun:
     """Set up: processes, the run folder (locked by rank 0, checked, repaired on resume), the data, `setup_run`, the
-    resumed state. The data folder is recorded as an absolute path (an evaluation from elsewhere finds it)."""
+    resumed state. The data and cache folders are recorded as absolute paths (an evaluation from elsewhere finds
+    them)."""
     cfg = check_config(cfg)
-    if cfg.data_dir: cfg = replace(cfg, data_dir=str(Path(cfg.data_dir).expanduser().resolve()))
+    paths = {k: str(Path(v).expanduser().resolve()) for k in ('data_dir', 'cache') if (v := getattr(cfg, k))}
+    cfg = replace(cfg, **paths)                                           # recorded absolute: found from anywhere
     check_batch_split(cfg.batch_size)                                     # before any work, on every process
     r, world, device = setup_processes(cfg.device)
     say = log if (log and r == 0) else _quiet

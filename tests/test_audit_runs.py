@@ -1,6 +1,6 @@
 """Issue 18, runs: one writer per run folder, a cache key over every byte of the audio, the data path of a run found
 from anywhere, a torchrun batch refused before any work, one scheduler query per sweep poll."""
-import json, os, shutil, signal, subprocess, sys
+import json, os, shutil, socket, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +8,7 @@ import torch
 
 from patchmix_nb import runs as R
 from patchmix_nb.config import make_config
+from patchmix_nb.core import proc_start
 from patchmix_nb.devices import check_batch_split
 from patchmix_nb.runs import LOCK, RunFolder, RunFolderBusy
 from patchmix_nb.train import start_run, train
@@ -15,6 +16,17 @@ from patchmix_nb.train import start_run, train
 SMOKE = dict(progress=False, device='cpu', precision='fp32', max_steps=1)
 HOLD = ("import sys, time; from patchmix_nb.runs import RunFolder; RunFolder(sys.argv[1]).lock(); "
         "print('held', flush=True); time.sleep(120)")
+
+
+def _dead_holder(folder: Path) -> int:
+    "A lock left by a process that has ended (its pid and start time, as RunFolder.lock writes them)."
+    p = subprocess.Popen(['sleep', '30'])
+    lock = {'host': socket.gethostname(), 'pid': p.pid, 'start': proc_start(p.pid), 'since': 0}
+    p.kill()
+    p.wait()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOCK).write_text(json.dumps(lock))
+    return p.pid
 
 
 def _holder(folder: Path) -> subprocess.Popen:
@@ -42,16 +54,15 @@ def test_a_second_writer_refuses_and_leaves_the_folder_alone(tmp_path):
         holder.wait()
 
 
-def test_a_dead_writers_lock_is_taken_over_and_released_at_the_end(tmp_path):
-    out = tmp_path / 'run'
-    holder = _holder(out)
-    holder.send_signal(signal.SIGKILL)                                             # dies holding the folder
-    holder.wait()
+def test_a_dead_writers_lock_is_taken_over(tmp_path):
+    out = RunFolder(tmp_path / 'run')
+    pid = _dead_holder(out.path)
     said = []
-    m = train(make_config('smoke', out_dir=str(out), **SMOKE), log=said.append)
-    assert m['epochs_done'] == 1
-    assert any('took over the lock' in s and f"pid {holder.pid}" in s for s in said), said
-    assert not (out / LOCK).exists() and (out / 'last.pt').exists()
+    out.lock(log=said.append)
+    assert len(said) == 1 and 'took over the lock' in said[0] and f"pid {pid}" in said[0], said
+    assert json.loads((out / LOCK).read_text())['pid'] == os.getpid()
+    out.unlock()
+    assert not (out / LOCK).exists()
 
 
 def test_the_lock_is_reentrant_in_one_process(tmp_path):
@@ -186,3 +197,30 @@ def test_the_digest_memo_is_used_only_when_the_stat_proves_the_file_unchanged(tm
     g.write_bytes(b'x' * 10)
     core.file_digests([g], memo)
     assert str(g.resolve()) not in json.loads(memo.read_text())         # ctime too fresh to trust: not memoised
+
+
+# 3. eval without --data, from another folder: the data the run trained on
+
+def test_eval_from_another_folder_scores_the_training_data(tmp_path, monkeypatch):
+    from patchmix_nb.inference import evaluate_run
+    from patchmix_nb.synthetic import make_synthetic
+    here, elsewhere = tmp_path / 'here', tmp_path / 'elsewhere'
+    make_synthetic(here / 'icbhi', recordings=8, seed=1)
+    make_synthetic(elsewhere / 'icbhi', recordings=2, seed=2)             # a decoy at the same relative path
+    monkeypatch.chdir(here)
+    _dead_holder(tmp_path / 'run')                                      # a writer that died: train takes over
+    said = []
+    train(make_config('smoke', data_dir='icbhi', out_dir=str(tmp_path / 'run'), **SMOKE), log=said.append)
+    assert any('took over the lock' in m for m in said) and not (tmp_path / 'run' / LOCK).exists()
+    ck = tmp_path / 'run' / 'best.pt'
+    assert R.load_checkpoint(ck)['config']['data_dir'] == str(here / 'icbhi')
+    monkeypatch.chdir(elsewhere)
+    r = evaluate_run(ck)
+    assert r['data'] == str(here / 'icbhi') and r['n'] > 0
+    old = R.load_checkpoint(ck)                                          # a run recorded before: a relative path
+    old['config']['data_dir'] = 'icbhi'
+    torch.save(old, tmp_path / 'old.pt')
+    with pytest.raises(ValueError, match=r"old.pt: the run recorded its data folder as 'icbhi', relative to a folder "
+                                         r"it did not record; pass --data DIR"):
+        evaluate_run(tmp_path / 'old.pt')
+    assert evaluate_run(tmp_path / 'old.pt', data_dir=str(here / 'icbhi'))['n'] == r['n']
