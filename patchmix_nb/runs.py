@@ -292,7 +292,7 @@ def _lock(self: RunFolder, log: Callable | None = None) -> None:
             if not h.get('unreadable') and _holder_alive(h, me):
                 if created: self.path.rmdir()
                 raise RunFolderBusy(f"{self.path}: another run is writing this folder ({_holder(h)}); wait for it "
-                                    f"to end, or train into another --out") from None
+                                    f"to end or train into another --out (if that process is gone, delete {p})")
             stale = p.with_name(f"{LOCK}.{os.getpid()}.stale")       # take over: one rename wins, checked below
             with contextlib.suppress(FileNotFoundError):
                 os.rename(p, stale)
