@@ -341,7 +341,8 @@ def _state(self: RunFolder, queue: dict | None | str = ASK) -> str:
     ex = self.read('execution.json')
     if ex and ex.get('status') == 'failed': return 'failed'
     job = self.read('.job.json')
-    if job and not ex and _in_queue(job['job_id'], queue): return 'pending'
+    resubmitted = job and (not ex or (job.get('submitted') or 0) > (ex.get('finished') or 0))
+    if resubmitted and _in_queue(job['job_id'], queue): return 'pending'
     if (self.path / 'last.pt').exists() or info or (ex and ex.get('status') == 'interrupted'): return 'interrupted'
     return 'queued'
 

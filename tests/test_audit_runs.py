@@ -129,7 +129,8 @@ def _sweep_folder(out: Path, n: int) -> None:
         d = out / f"ce_seed{i}"
         save_json(make_config('smoke', seed=i).to_dict(), d / 'config.json')
         save_json({'name': d.name}, d / 'sweep.json')
-        save_json({'job_id': str(i), 'executor': 'slurm'}, d / '.job.json')
+        save_json({'job_id': str(i), 'executor': 'slurm', 'submitted': 200.}, d / '.job.json')
+        if i < 4: save_json({'status': 'interrupted', 'finished': 100.}, d / 'execution.json')   # resubmitted
 
 
 def test_sweep_status_asks_the_scheduler_once(tmp_path, monkeypatch):
@@ -143,8 +144,12 @@ def test_sweep_status_asks_the_scheduler_once(tmp_path, monkeypatch):
     _sweep_folder(tmp_path, 40)
     runs, line = sweep_status(tmp_path)
     assert len(calls) == 1 and sorted(calls[0], key=int) == [str(i) for i in range(40)]
-    assert (runs.status == 'pending').sum() == 20 and (runs.status == 'queued').sum() == 20
+    assert runs.status.value_counts().to_dict() == {'pending': 20, 'queued': 18, 'interrupted': 2}
     assert line.startswith('[sweep] 0/40 done, 0 running, 0 failed, 40 queued')
+    from patchmix_nb.launch import SlurmExecutor
+    states = dict(zip(runs.name, runs.status))
+    assert states['ce_seed1'] == 'pending' and states['ce_seed2'] == 'interrupted'
+    assert not SlurmExecutor(tmp_path).finished(states) or shutil.which('squeue') is None
 
     class Done:                                              # an executor whose jobs ended after this poll
         parallel, poll, note = 1, 0., ''
