@@ -5,12 +5,13 @@
 # %% ../nbs/00_core.ipynb #c3
 from __future__ import annotations
 
-import contextlib, json, os, re, shutil
+import contextlib, hashlib, json, os, re, shutil, time
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['patchmix_home', 'proc_start', 'pid_alive', 'atomic_write', 'save_json', 'read_json', 'remove_stale_temps']
+__all__ = ['HASH_MEMO', 'RACY_S', 'patchmix_home', 'proc_start', 'pid_alive', 'atomic_write', 'save_json', 'read_json',
+           'remove_stale_temps', 'file_digest', 'file_digests']
 
 # %% ../nbs/00_core.ipynb #c6
 def patchmix_home() -> Path:
@@ -82,3 +83,38 @@ def remove_stale_temps(folder: Path) -> list[Path]:
                 t.unlink()
                 gone.append(t)
     return gone
+
+# %% ../nbs/00_core.ipynb #cdg1
+HASH_MEMO, RACY_S = 'file-hashes.json', 2.0
+
+
+def file_digest(path, chunk: int = 1 << 20) -> str:
+    "sha256 of every byte of a file."
+    h, buf = hashlib.sha256(), bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, 'rb', buffering=0) as f:
+        while n := f.readinto(buf): h.update(view[:n])
+    return h.hexdigest()
+
+
+def _stat_id(st: os.stat_result) -> list:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def file_digests(paths, memo: Path | None = None) -> dict[str, str]:
+    "{path: file_digest}, not rereading a file whose stat (ctime included) is the one recorded when it was hashed."
+    memo = Path(memo) if memo else patchmix_home() / HASH_MEMO
+    known, new, out = read_json(memo) or {}, {}, {}
+    for p in map(str, paths):
+        st, key = os.stat(p), str(Path(p).resolve())
+        m = known.get(key)
+        if m and m.get('stat') == _stat_id(st):
+            out[p] = m['sha256']
+            continue
+        t0 = time.time_ns()
+        out[p] = file_digest(p)
+        if st.st_ctime_ns < t0 - RACY_S * 1e9 and _stat_id(os.stat(p)) == _stat_id(st):   # unchanged while read
+            new[key] = {'stat': _stat_id(st), 'sha256': out[p]}
+    if new:
+        with contextlib.suppress(OSError): save_json({**known, **new}, memo)              # a memo only: optional
+    return out

@@ -5,7 +5,7 @@
 # %% ../nbs/13_devices.ipynb #dv2
 from __future__ import annotations
 
-import contextlib, functools, os, re
+import contextlib, functools, os, re, time
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from .config import PRECISIONS
 
 # %% auto #0
 __all__ = ['resolve_device', 'cpu_bf16_native', 'amp_dtype', 'autocast', 'make_scaler', 'world_size', 'rank',
-           'gather_with_grad', 'setup_processes']
+           'gather_with_grad', 'setup_processes', 'check_batch_split']
 
 # %% ../nbs/13_devices.ipynb #dv5
 def resolve_device(name: str = 'auto') -> torch.device:
@@ -102,3 +102,16 @@ def setup_processes(device: str) -> tuple[int, int, torch.device]:
             torch.cuda.set_device(dev)
         if not dist.is_initialized(): dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
     return rank(), world_size(), dev
+
+
+def check_batch_split(batch_size: int) -> None:
+    """Before any work: refuse a global batch that does not split over torchrun's processes (RANK, WORLD_SIZE). Rank 0
+    raises the one-line error; the others exit with status 2, silently (torchrun then ends the run)."""
+    r, world = int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
+    if batch_size % world == 0: return
+    if r != 0:
+        time.sleep(1)                                              # rank 0 speaks first; torchrun stops the rest
+        raise SystemExit(2)
+    lo, hi = batch_size - batch_size % world, batch_size - batch_size % world + world
+    raise ValueError(f"batch_size {batch_size} does not split over the {world} processes (torchrun "
+                     f"--nproc_per_node {world}); expected a multiple of {world}, e.g. {lo or hi} or {hi}")

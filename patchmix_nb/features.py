@@ -28,16 +28,16 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 
 import patchmix_nb
-from .core import pid_alive, proc_start
+from .core import file_digests, pid_alive, proc_start
 from .icbhi import ICBHIError
 from .dataset import guard_output
 from .audio import SAMPLE_RATE, DURATION, load_recording, cycles_from_recording
 
 # %% auto #0
-__all__ = ['FBANK_MEAN', 'FBANK_STD', 'N_MELS', 'FBANK_KWARGS', 'CACHE_VERSION', 'SAMPLE_BLOCKS', 'BLOCK',
-           'PR_SET_PDEATHSIG', 'TMP_PREFIX', 'n_frames', 'kaldi_fbank', 'fbank', 'plot_fbank', 'SpecAugment',
-           'plot_specaugment', 'cache_manifest', 'cache_key', 'remove_stale_builds', 'FeatureCache',
-           'load_cache', 'build_cache', 'FeatureDataset']
+__all__ = ['FBANK_MEAN', 'FBANK_STD', 'N_MELS', 'FBANK_KWARGS', 'CACHE_VERSION', 'PR_SET_PDEATHSIG', 'TMP_PREFIX',
+           'n_frames', 'kaldi_fbank', 'fbank', 'plot_fbank', 'SpecAugment', 'plot_specaugment',
+           'cache_manifest', 'cache_key', 'remove_stale_builds', 'FeatureCache', 'load_cache', 'build_cache',
+           'FeatureDataset']
 
 # %% ../nbs/04_features.ipynb #317467ba
 FBANK_MEAN = -4.2677393  # μ: AudioSet mean used by AST and the reference
@@ -197,28 +197,12 @@ def plot_specaugment(before, after, title: str = 'SpecAugment'):
     return fig
 
 # %% ../nbs/04_features.ipynb #a6c0c5df
-SAMPLE_BLOCKS, BLOCK = 16, 4096  # the key's audio sample: the 4 KiB header and 16 blocks spread over the file
-
-
-def _audio_sample_hash(path, size: int) -> str:
-    "blake2b of the header block and `SAMPLE_BLOCKS` blocks spread evenly over an audio file (~70 KB read per file)."
-    h = hashlib.blake2b(digest_size=16)
-    offsets = sorted({0, max(0, size - BLOCK), *(size * k // SAMPLE_BLOCKS for k in range(1, SAMPLE_BLOCKS))})
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for off in offsets: h.update(os.pread(fd, BLOCK, off))
-    finally: os.close(fd)
-    return h.hexdigest()
-
-
-def _file_sig(path, text: bool = False) -> dict:
-    "What the cache key knows of a file: an annotation's content hash; an audio file's size, mtime and sampled hash."
+def _file_sig(path, text: bool = False, digest: str | None = None) -> dict:
+    "What the cache key knows of a file: an annotation's sha256; an audio file's size and sha256 of every byte."
     p = Path(path)
     try:
-        st = p.stat()
         if text: return dict(path=str(p.resolve()), sha256=hashlib.sha256(p.read_bytes()).hexdigest())
-        return dict(path=str(p.resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns,
-                    sample=_audio_sample_hash(p, st.st_size))
+        return dict(path=str(p.resolve()), size=p.stat().st_size, sha256=digest or file_digests([p])[str(p)])
     except OSError as e: raise ICBHIError(f'cannot read data file ({e.strerror})', path=p) from None
 
 
@@ -252,7 +236,9 @@ def cache_manifest(index, sample_rate: int = SAMPLE_RATE, duration: float = DURA
                    dtype: str = 'float16', missing: str = 'error', plan: tuple | None = None) -> dict:
     "The manifest whose hash keys a feature cache: data files (by content), cycles with labels, and parameters."
     cyc, tasks, skipped = plan if plan is not None else _plan(index, missing)
-    files = [_file_sig(wav) for wav, *_ in tasks]
+    try: digests = file_digests([wav for wav, *_ in tasks])           # every byte; unchanged files not reread
+    except OSError: digests = {}                                       # _file_sig names the unreadable file
+    files = [_file_sig(wav, digest=digests.get(str(wav))) for wav, *_ in tasks]
     if 'txt' in index.recordings:
         files += [_file_sig(t, text=True) for t in index.recordings['txt'].dropna()]
     cols = [c for c in ('stem', 'start', 'end', 'crackle', 'wheeze') if c in cyc]

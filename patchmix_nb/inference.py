@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -41,10 +42,15 @@ def load_run(ckpt, device: str = 'cpu') -> tuple[Config, PatchMixModel]:
 
 def evaluate_run(ckpt, data_dir: str | None = None, split: str = 'test', device: str = 'cpu',
                  cache: str | None = None) -> dict:
-    "Score a checkpoint on a split of `data_dir` (default: the data it was trained on), with its confusion matrix."
+    """Score a checkpoint on a split of `data_dir` (default: the data it was trained on, as recorded: an absolute
+    path; a relative one, from runs made before, is refused), with its confusion matrix."""
     if split not in ('train', 'val', 'test'): raise ValueError(f"split must be train, val or test; got {split!r}")
     cfg, model = load_run(ckpt, device)
-    cfg = replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir, cache=cache or cfg.cache)
+    if data_dir is None and cfg.data_dir and not Path(cfg.data_dir).expanduser().is_absolute():
+        raise ValueError(f"{ckpt}: the run recorded its data folder as {cfg.data_dir!r}, relative to a folder it did "
+                         "not record; pass --data DIR (the ICBHI folder it was trained on)")
+    recorded_cache = cfg.cache if cfg.cache and Path(cfg.cache).expanduser().is_absolute() else None
+    cfg = replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir, cache=cache or recorded_cache)
     d = load_data(cfg)                                     # checked the arguments first: no cache built for a typo
     rows = d.rows(split)
     if len(rows) == 0: raise ValueError(f"{d.data_dir}: no cycles in split {split!r}")

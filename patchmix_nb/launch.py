@@ -5,7 +5,7 @@
 # %% ../nbs/21_launch.ipynb #la3
 from __future__ import annotations
 
-import os, queue, re, signal, socket, statistics, subprocess, sys, threading, time
+import os, queue, re, shutil, signal, socket, statistics, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .core import read_json, save_json
 from .config import Config, show_value
-from .runs import RunFolder, squeue
+from .runs import RunFolder
 
 # %% auto #0
 __all__ = ['WORKER', 'SLURM_KEYS', 'SLURM_DEFAULTS', 'EXECUTORS', 'clone_notebook', 'experiment_notebook',
@@ -266,9 +266,9 @@ class SlurmExecutor:
             save_json({'job_id': j.job_id, 'submitted': time.time(), 'executor': 'slurm'}, d / '.job.json')
 
     def finished(self, states: dict) -> bool:
+        "Done when every run ended, or when none is running or pending (states read from this poll's squeue)."
         if all(s in ('ok', 'failed') for s in states.values()): return True
-        q = squeue(list(self.jobs.values()))
-        return q is not None and not q and not any(s == 'running' for s in states.values())
+        return shutil.which('squeue') is not None and not any(s in ('running', 'pending') for s in states.values())
 
     def interrupt(self) -> None: pass       # the jobs go on
 

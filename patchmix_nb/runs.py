@@ -5,21 +5,22 @@
 # %% ../nbs/16_runs.ipynb #ru3
 from __future__ import annotations
 
-import contextlib, os, random, shutil, socket, subprocess
+import atexit, contextlib, json, os, random, shutil, socket, subprocess, time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from .core import atomic_write, pid_alive, read_json, remove_stale_temps, save_json
+from .core import atomic_write, pid_alive, proc_start, read_json, remove_stale_temps, save_json
 from .dataset import guard_output
 from .metrics import BestTracker
 from .config import RESUME_FREE, Config, config_diff, config_hash
 
 # %% auto #0
-__all__ = ['CHECKPOINT_NETS', 'model_state', 'load_model_state', 'save_checkpoint', 'rng_state', 'load_checkpoint',
-           'summarize', 'squeue', 'worker_alive', 'RunFolder']
+__all__ = ['CHECKPOINT_NETS', 'ASK', 'LOCK', 'model_state', 'load_model_state', 'save_checkpoint', 'rng_state',
+           'load_checkpoint', 'summarize', 'squeue', 'queue_snapshot', 'worker_alive', 'RunFolder',
+           'RunFolderBusy']
 
 # %% ../nbs/16_runs.ipynb #ru6
 CHECKPOINT_NETS = ('model', 'head', 'projector')     # checkpoint keys of backbone f, head g, projector h
@@ -101,17 +102,32 @@ def summarize(history: list[dict], cfg: Config) -> dict:
 def squeue(job_ids: Sequence[str]) -> dict | None:
     "{job id: Slurm state} of the jobs Slurm still knows; None where squeue is not available."
     if not job_ids or not shutil.which('squeue'): return None
-    r = subprocess.run(['squeue', '-h', '-j', ','.join(map(str, job_ids)), '-o', '%i %T'],
+    r = subprocess.run(['squeue', '-h', '-r', '-j', ','.join(map(str, job_ids)), '-o', '%i %T'],
                        capture_output=True, text=True)
     if r.returncode != 0 and 'Invalid job id' not in r.stderr: return None
     return dict(line.split(None, 1) for line in r.stdout.strip().splitlines() if ' ' in line)
 
 
-def worker_alive(info: dict) -> bool:
+ASK = 'ask'          # state(queue=ASK): ask squeue for this folder's jobs; else a snapshot from queue_snapshot
+
+
+def queue_snapshot(folders: Sequence) -> dict | None:
+    "{job id: state} of every job named in these folders' .running.json / .job.json: one squeue call (None: no Slurm)."
+    ids = {str(j['job_id']) for f in folders for name in ('.running.json', '.job.json')
+           if (j := read_json(Path(getattr(f, 'path', f)) / name)) and j.get('job_id')}
+    return squeue(sorted(ids)) if ids else {}
+
+
+def _in_queue(job_id, queue) -> bool | None:
+    q = squeue([job_id]) if queue == ASK else queue
+    return None if q is None else str(job_id) in q
+
+
+def worker_alive(info: dict, queue: dict | None | str = ASK) -> bool:
     "Is the worker named in a .running.json still there (its Slurm job, or its process on this host)?"
     if info.get('job_id'):
-        q = squeue([info['job_id']])
-        if q is not None: return bool(q)
+        q = _in_queue(info['job_id'], queue)
+        if q is not None: return q
     if info.get('host') == socket.gethostname():
         try: return pid_alive(int(info['pid']))
         except (ValueError, TypeError): return True
@@ -220,17 +236,113 @@ def _repair(self: RunFolder) -> list[str]:
 RunFolder.prepare, RunFolder.check_resume, RunFolder.commit_epoch = _prepare, _check_resume, _commit_epoch
 RunFolder.repair, RunFolder.best_state = _repair, staticmethod(_best_state)
 
+# %% ../nbs/16_runs.ipynb #rulk1
+class RunFolderBusy(RuntimeError):
+    "Another live process writes this run folder."
+
+
+LOCK = '.lock'
+_HELD: dict[Path, list] = {}          # folder -> [depth, folder created by the lock]
+
+
+def _me() -> dict:
+    pid = os.getpid()
+    return {'host': socket.gethostname(), 'pid': pid, 'start': proc_start(pid), 'since': round(time.time(), 1),
+            'job_id': os.environ.get('SLURM_JOB_ID')}
+
+
+def _holder_alive(h: dict, me: dict) -> bool:
+    "Does the process named in a lock still run? (this host: pid + start time; elsewhere: its Slurm job, or trusted)"
+    if h.get('host') == me['host']:
+        with contextlib.suppress(ValueError, TypeError): return pid_alive(int(h['pid']), h.get('start'))
+        return False
+    if h.get('job_id') and h['job_id'] == me['job_id']: return False        # this job, restarted on another node
+    if h.get('job_id'):
+        q = squeue([h['job_id']])
+        if q is not None: return bool(q)
+    return True
+
+
+def _holder(h: dict) -> str:
+    since = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(h.get('since') or 0))
+    job = f", Slurm job {h['job_id']}" if h.get('job_id') else ''
+    return f"pid {h.get('pid')} on {h.get('host')}{job}, since {since}"
+
+
+def _lock(self: RunFolder, log: Callable | None = None) -> None:
+    "Hold the folder for this process (re-entrant); refuse when another live process holds it; take over a dead one's."
+    key, p, me = self.path.resolve(), self.path / LOCK, _me()
+    if key in _HELD:
+        _HELD[key][0] += 1
+        return
+    guard_output(self.path, 'run')                                 # never inside the dataset folder
+    created = not self.path.exists()
+    self.path.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):
+        try:
+            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            h = read_json(p)
+            if h is None:                                        # being written this instant, or unreadable
+                with contextlib.suppress(OSError):
+                    if time.time() - p.stat().st_mtime > 10: h = {'pid': '?', 'host': '?', 'unreadable': True}
+                if h is None:
+                    time.sleep(0.05)
+                    continue
+            if not h.get('unreadable') and _holder_alive(h, me):
+                if created: self.path.rmdir()
+                raise RunFolderBusy(f"{self.path}: another run is writing this folder ({_holder(h)}); wait for it "
+                                    f"to end or train into another --out (if that process is gone, delete {p})")
+            stale = p.with_name(f"{LOCK}.{os.getpid()}.stale")       # take over: one rename wins, checked below
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(p, stale)
+                if read_json(stale) != (None if h.get('unreadable') else h):   # a fresh lock, not the dead one
+                    with contextlib.suppress(OSError): os.link(stale, p)
+                    stale.unlink()
+                    continue
+                stale.unlink()
+                if log: log(f"{self.path}: took over the lock of a process that is gone ({_holder(h)})")
+            continue
+        with os.fdopen(fd, 'w') as f: f.write(json.dumps(me) + '\n')
+        _HELD[key] = [1, created]
+        return
+    raise RunFolderBusy(f"{self.path}: could not take {p} (contended); try again")
+
+
+def _unlock(self: RunFolder) -> None:
+    "Release one hold; the last removes .lock (and the folder, when the lock made it and nothing else was written)."
+    key = self.path.resolve()
+    if key not in _HELD: return
+    _HELD[key][0] -= 1
+    if _HELD[key][0] > 0: return
+    _, created = _HELD.pop(key)
+    h = read_json(key / LOCK)
+    if h and h.get('pid') == os.getpid() and h.get('host') == socket.gethostname(): (key / LOCK).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError): key.rmdir()                # only when empty
+
+
+@atexit.register
+def _release_all() -> None:
+    for key in list(_HELD):
+        _HELD[key][0] = 1
+        _unlock(RunFolder(key))
+
+
+RunFolder.lock, RunFolder.unlock = _lock, _unlock
+
 # %% ../nbs/16_runs.ipynb #ru16
-def _state(self: RunFolder) -> str:
+def _state(self: RunFolder, queue: dict | None | str = ASK) -> str:
     """'running' (a live worker), 'ok' (finished notebook and metrics), 'failed', 'interrupted' (a last.pt to resume
-    from), 'pending' (a submitted job waiting in the queue) or 'queued' (not started)."""
+    from), 'pending' (a submitted job waiting in the queue) or 'queued' (not started). `queue`: a `queue_snapshot`."""
     info = self.read('.running.json')
-    if info and worker_alive(info): return 'running'
+    if info and worker_alive(info, queue): return 'running'
     if (self.path / 'experiment.ipynb').exists() and (self.path / 'metrics.json').exists(): return 'ok'
     ex = self.read('execution.json')
     if ex and ex.get('status') == 'failed': return 'failed'
     job = self.read('.job.json')
-    if job and not ex and squeue([job['job_id']]): return 'pending'
+    resubmitted = job and (not ex or (job.get('submitted') or 0) > (ex.get('finished') or 0))
+    if resubmitted and _in_queue(job['job_id'], queue): return 'pending'
     if (self.path / 'last.pt').exists() or info or (ex and ex.get('status') == 'interrupted'): return 'interrupted'
     return 'queued'
 

@@ -19,7 +19,7 @@ from .dataset import guard_output
 from .metrics import PAPER_RESULTS
 from .config import FIELDS, PRESETS, RUN_FREE, Config, config_diff, config_hash
 from .config import field_of, make_config, parse_value, show_value
-from .runs import RunFolder
+from .runs import ASK, RunFolder, queue_snapshot
 from .launch import EXECUTORS, check_slurm, make_executor, pin_home, progress_line
 
 # %% auto #0
@@ -287,13 +287,13 @@ def plan_sweep(out_dir, points: Sequence[dict], preset: str | None = None, **com
     return runs
 
 # %% ../nbs/22_sweep.ipynb #w1
-def _check_existing(runs: Sequence[Run], rerun: bool) -> tuple[list[Run], list[Run], list[Run]]:
+def _check_existing(runs: Sequence[Run], rerun: bool, queue=ASK) -> tuple[list[Run], list[Run], list[Run]]:
     """Planned runs as (to run, kept, to move aside first): a folder made with other settings is refused unless
-    `rerun` (then the old run moves to OUT/.replaced/)."""
+    `rerun` (then the old run moves to OUT/.replaced/). `queue`: one `queue_snapshot` for all the runs."""
     todo, kept, aside, conflicts = [], [], [], []
     for r in runs:
         old = r.folder.config() if r.dir.exists() else None
-        state = r.folder.state() if r.dir.exists() else 'queued'
+        state = r.folder.state(queue) if r.dir.exists() else 'queued'
         same = old is not None and config_hash(old) == r.hash
         if old is not None and not same and r.folder.started():
             if state in ('running', 'pending'):
@@ -368,8 +368,9 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
               if v is not None}
     runs = plan_sweep(out_dir, points, preset, **common)
     out = guard_output(Path(out_dir).expanduser(), 'sweep')                   # never inside a dataset
-    todo, kept, aside = _check_existing(runs, rerun)
-    for r in kept: say(f"[sweep] {r.name}: {r.folder.state()}, same config: kept")
+    queue = queue_snapshot([r.dir for r in runs])                           # Slurm asked once for the plan
+    todo, kept, aside = _check_existing(runs, rerun, queue)
+    for r in kept: say(f"[sweep] {r.name}: {r.folder.state(queue)}, same config: kept")
     if dry_run:
         for r in todo: say(f"[sweep] {r.name}: would {'resume' if (r.dir / 'last.pt').exists() else 'run'}")
         keep = {r.name for r in kept}
@@ -380,7 +381,7 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
     for r in aside: _move_aside(r)
     for r in todo:
         r.write(nb)
-        if r.folder.state() == 'failed': (r.dir / 'execution.json').unlink(missing_ok=True)
+        if r.folder.state(queue) == 'failed': (r.dir / 'execution.json').unlink(missing_ok=True)
     say(f"[sweep] {len(runs)} runs in {out}: {len(todo)} to run, {len(kept)} kept | executor {executor}"
         + (f", {ex.parallel} at once" if executor == 'local' else ''))
     ex.start([r.dir for r in todo])
@@ -402,13 +403,15 @@ def _result(out: Path, runs: Sequence[Run]) -> pd.DataFrame:
 
 # %% ../nbs/22_sweep.ipynb #m1
 def monitor(runs: Sequence[Run], out: Path, ex, say: Callable = print, interval: float = 30.) -> None:
-    "Wait for the executor: a progress line when something changed (at most every `interval` s), summary rewritten."
+    """Wait for the executor: a progress line when something changed (at most every `interval` s), summary rewritten.
+    Each poll asks the scheduler once, for the whole sweep (`queue_snapshot`)."""
     t0, last, shown, last_t = time.time(), None, None, 0.
     try:
         while True:
-            states = {r.name: r.folder.state() for r in runs}
+            queue = queue_snapshot([d for d in Path(out).iterdir() if d.is_dir()] if Path(out).exists() else [])
+            states = {r.name: r.folder.state(queue) for r in runs}
             done = ex.finished(states)
-            if states != last: write_summary(collect_runs(out), out)
+            if states != last: write_summary(collect_runs(out, queue), out)
             if states != shown and (done or time.time() - last_t >= interval):
                 secs = [(r.folder.read('execution.json') or {}).get('seconds') for r in runs if states[r.name] == 'ok']
                 say(progress_line(states, time.time() - t0, [s for s in secs if s], ex.parallel))
@@ -435,9 +438,9 @@ def _metrics_row(m: dict) -> dict:
             'upstream_score': u.get('score'), 'upstream_epoch': u.get('epoch')}
 
 
-def _run_row(d: Path) -> dict:
+def _run_row(d: Path, queue=ASK) -> dict:
     f = RunFolder(d)
-    state = f.state()
+    state = f.state(queue)
     rec, ex, cfg = f.read('sweep.json') or {}, f.read('execution.json') or {}, f.config() or {}
     row = {'name': d.name, 'status': state, **{k: v for k, v in cfg.items() if k not in RUN_FREE or k in ALWAYS}}
     if state == 'ok': row.update(_metrics_row(f.read('metrics.json') or {}))
@@ -448,13 +451,14 @@ def _run_row(d: Path) -> dict:
     return row
 
 
-def collect_runs(out_dir) -> pd.DataFrame:
+def collect_runs(out_dir, queue=ASK) -> pd.DataFrame:
     """Every run in a sweep folder (whichever call made it): one row each with its state, the config fields that
-    vary across the folder (and `ALWAYS`), its metrics and where its notebook is."""
+    vary across the folder (and `ALWAYS`), its metrics and where its notebook is. Slurm is asked once (or `queue`)."""
     out = Path(out_dir)
     dirs = sorted(d for d in out.iterdir() if d.is_dir() and not d.name.startswith('.') and
                   ((d / 'sweep.json').exists() or (d / 'metrics.json').exists())) if out.exists() else []
-    df = pd.DataFrame([_run_row(d) for d in dirs])
+    queue = queue_snapshot(dirs) if queue == ASK else queue
+    df = pd.DataFrame([_run_row(d, queue) for d in dirs])
     if df.empty: return pd.DataFrame(columns=['name', 'status', *ALWAYS, *METRICS, *RUN_COLUMNS])
     varied = [c for c in FIELDS if c in df.columns and c not in (*RUN_FREE, *ALWAYS)
               and df[c].astype(str).nunique() > 1]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math, random, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +18,8 @@ import torch.nn as nn
 from .features import SpecAugment
 from .metrics import icbhi_score
 from .config import Config, check_config, config_hash
-from .devices import gather_with_grad, make_scaler, resolve_device, setup_processes, world_size
+from .devices import (check_batch_split, gather_with_grad, make_scaler, resolve_device, setup_processes,
+                                 world_size)
 from .data import Data, eval_loader, load_data, n_frames_for, specaug_time_width, train_loader
 from .model import PatchMixModel, build_model
 from .runs import RunFolder, load_checkpoint, load_model_state, model_state, rng_state, summarize
@@ -248,11 +249,25 @@ def _quiet(*a, **k): pass
 
 # %% ../nbs/17_train.ipynb #25ed0e77
 def start_run(cfg: Config, resume: bool = False, overwrite: bool = False, log: Callable | None = print) -> TrainingRun:
-    "Set up: processes, the run folder (checked, repaired on resume), the data, `setup_run`, the resumed state."
+    """Set up: processes, the run folder (locked by rank 0, checked, repaired on resume), the data, `setup_run`, the
+    resumed state. The data and cache folders are recorded as absolute paths (an evaluation from elsewhere finds
+    them)."""
     cfg = check_config(cfg)
+    paths = {k: str(Path(v).expanduser().resolve()) for k in ('data_dir', 'cache') if (v := getattr(cfg, k))}
+    cfg = replace(cfg, **paths)                                           # recorded absolute: found from anywhere
+    check_batch_split(cfg.batch_size)                                     # before any work, on every process
     r, world, device = setup_processes(cfg.device)
     say = log if (log and r == 0) else _quiet
     folder = RunFolder(default_out(cfg))
+    if r == 0: folder.lock(say)                                           # one writer; released by train's end
+    try:
+        return _start(cfg, folder, r, world, device, say, resume, overwrite)
+    except BaseException:
+        if r == 0: folder.unlock()
+        raise
+
+
+def _start(cfg, folder, r, world, device, say, resume, overwrite) -> TrainingRun:
     if r == 0:
         for msg in folder.prepare(resume, overwrite): say(f"{folder.path}: {msg}")
         data = load_data(cfg, progress=cfg.progress)                      # rank 0 builds the cache, the others reuse it
@@ -359,9 +374,12 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, log:
     `resume=True` continues from `<out>/last.pt`; `overwrite=True` replaces a run already in `<out>`. `stop_after`
     ends the run after that epoch (as an interruption would). Under `torchrun`, every process trains its share of
     each global batch (DDP) and only rank 0 writes."""
-    run = start_run(cfg, resume=resume, overwrite=overwrite, log=log)     # set up
-    fit(run, stop_after)                                                  # train, one transaction per epoch
-    finish(run)                                                           # the test figures still owed
+    run = start_run(cfg, resume=resume, overwrite=overwrite, log=log)     # set up; rank 0 holds the folder
+    try:
+        fit(run, stop_after)                                              # train, one transaction per epoch
+        finish(run)                                                       # the test figures still owed
+    finally:
+        if run.rank == 0: run.folder.unlock()
     return summarize(run.history, run.cfg)
 
 # %% ../nbs/17_train.ipynb #307f6486
