@@ -19,7 +19,7 @@ from .metrics import PAPER_RESULTS
 from .config import FIELDS, PRESETS, RUN_FREE, Config, config_diff, config_hash
 from .config import field_of, make_config, parse_value
 from .runs import RunFolder
-from .launch import EXECUTORS, make_executor, progress_line
+from .launch import EXECUTORS, make_executor, progress_line, requeue_count
 
 # %% auto #0
 __all__ = ['SEEDS5', 'SPECS', 'SPEC_KEYS', 'PATH_FIELDS', 'ALWAYS', 'METRICS', 'RUN_COLUMNS', 'PAPER_METHOD',
@@ -199,7 +199,7 @@ def _check_existing(runs: Sequence[Run], rerun: bool) -> tuple[list[Run], list[R
         state = r.folder.state() if r.dir.exists() else 'queued'
         same = old is not None and config_hash(old) == r.hash
         if old is not None and not same and r.folder.started():
-            if state in ('running', 'pending'):
+            if state in ('running', 'pending', 'requeued'):
                 raise ValueError(f"{r.dir}: {state} with other settings; wait for it or cancel it first")
             if rerun:
                 aside.append(r)
@@ -207,7 +207,7 @@ def _check_existing(runs: Sequence[Run], rerun: bool) -> tuple[list[Run], list[R
             else:
                 diff = ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_diff(old, r.config).items())
                 conflicts.append(f"{r.name} ({diff})")
-        elif same and (state in ('running', 'pending') or (state == 'ok' and not rerun)):
+        elif same and (state in ('running', 'pending', 'requeued') or (state == 'ok' and not rerun)):
             kept.append(r)                                    # finished, or a worker of an earlier call has it
         else:
             if state == 'ok': aside.append(r)
@@ -307,7 +307,8 @@ def monitor(runs: Sequence[Run], out: Path, ex, say: Callable = print, interval:
             if states != last: write_summary(collect_runs(out), out)
             if states != shown and (done or time.time() - last_t >= interval):
                 secs = [(r.folder.read('execution.json') or {}).get('seconds') for r in runs if states[r.name] == 'ok']
-                say(progress_line(states, time.time() - t0, [s for s in secs if s], ex.parallel))
+                say(progress_line(states, time.time() - t0, [s for s in secs if s], ex.parallel,
+                                  requeue_count(r.dir for r in runs)))
                 shown, last_t = states, time.time()
             last = states
             if done: break
@@ -452,7 +453,7 @@ def sweep_status(out_dir) -> tuple[pd.DataFrame, str]:
                for r in runs.run]
     started = [t for t in started if t]
     return runs, progress_line(dict(zip(runs.name, runs.status)), time.time() - min(started) if started else 0.,
-                               secs, max(1, int((runs.status == 'running').sum())))
+                               secs, max(1, int((runs.status == 'running').sum())), requeue_count(runs.run))
 
 # %% ../nbs/22_sweep.ipynb #e40785da
 def plot_summary(runs: pd.DataFrame, title: str | None = None):

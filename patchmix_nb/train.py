@@ -5,7 +5,7 @@
 # %% ../nbs/17_train.ipynb #d6e17ddd
 from __future__ import annotations
 
-import contextlib, math, random, signal, threading, time
+import contextlib, math, os, random, signal, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -391,14 +391,12 @@ def stop_on_signals(folder: RunFolder, enable: bool = True):
 
 
 def fit(run: TrainingRun, stop_after: int | None = None) -> None:
-    """Train the remaining epochs; each ends with one transaction of the run folder. A stop signal saves the run
-    where it is (mid-epoch: partial.pt) and raises RunInterrupted; `resume` continues from there."""
-    with stop_on_signals(run.folder, enable=run.world == 1) as run.stop:
-        for epoch in range(len(run.history) + 1, run.cfg.epochs + 1):
-            _fit_epoch(run, epoch)
-            if stop_after is not None and epoch >= stop_after: break
-            if epoch < run.cfg.epochs and (why := run.stop()): _interrupted(run, epoch, 0, why, 'last.pt')
-    run.stop = lambda: None
+    """Train the remaining epochs; each ends with one transaction of the run folder. When `run.stop()` says why
+    (a signal, a stop request), the run is saved where it is (mid-epoch: partial.pt) and RunInterrupted raised."""
+    for epoch in range(len(run.history) + 1, run.cfg.epochs + 1):
+        _fit_epoch(run, epoch)
+        if stop_after is not None and epoch >= stop_after: break
+        if epoch < run.cfg.epochs and (why := run.stop()): _interrupted(run, epoch, 0, why, 'last.pt')
 
 
 def _fit_epoch(run: TrainingRun, epoch: int) -> None:
@@ -440,10 +438,14 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, log:
 
     `resume=True` continues from `<out>/last.pt`; `overwrite=True` replaces a run already in `<out>`. `stop_after`
     ends the run after that epoch (as an interruption would). Under `torchrun`, every process trains its share of
-    each global batch (DDP) and only rank 0 writes."""
-    run = start_run(cfg, resume=resume, overwrite=overwrite, log=log)     # set up
-    fit(run, stop_after)                                                  # train, one transaction per epoch
-    finish(run)                                                           # the test figures still owed
+    each global batch (DDP) and only rank 0 writes. SIGTERM, SIGINT or SIGUSR2 (Slurm's warning before a time
+    limit), or a stop request in the folder, stop it after the current step: partial.pt, then RunInterrupted."""
+    one = int(os.environ.get('WORLD_SIZE', '1')) == 1                     # one process (DDP: not stopped)
+    with stop_on_signals(RunFolder(default_out(cfg)), enable=one) as stop:  # a signal from here on stops it
+        run = start_run(cfg, resume=resume, overwrite=overwrite, log=log)  # set up
+        run.stop = stop
+        fit(run, stop_after)                                              # train, one transaction per epoch
+        finish(run)                                                       # the test figures still owed
     return summarize(run.history, run.cfg)
 
 # %% ../nbs/17_train.ipynb #307f6486

@@ -1,17 +1,18 @@
 """Preemption-safe runs (issue 18, item 1): a run stopped mid-epoch by a signal (a local SIGTERM/SIGINT, Slurm's
 warning before a time limit) saves partial.pt at that step and, resumed, ends with the same metrics.json values as
 an uninterrupted run; a Slurm job signalled mid-epoch is requeued, shows as `requeued` while it waits, and resumes."""
-import json, os, signal
+import json, os, re, signal, time
 from pathlib import Path
 
 import pytest
+import torch
 
 from patchmix_nb import train as T
 from patchmix_nb.config import make_config
 from patchmix_nb.runs import PARTIAL, STOPPED, RunFolder, load_checkpoint
 from patchmix_nb.train import RunInterrupted, train
 
-TINY = dict(synthetic_recordings=48, duration=2.0, epochs=2, max_steps=4, batch_size=8, progress=False)
+TINY = dict(synthetic_recordings=48, duration=2.0, epochs=2, max_steps=3, batch_size=8, specaug='clean', progress=False)
 
 
 def _values(path: Path) -> dict:
@@ -22,9 +23,18 @@ def _values(path: Path) -> dict:
     return strip(json.loads(Path(path).read_text()))
 
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    "One torch thread, as a Slurm job with one core has: the same sums, the same bits."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
-    "An uninterrupted run: two epochs of four steps."
+    "An uninterrupted run: two epochs of three steps."
     out = tmp_path_factory.mktemp('ref') / 'run'
     train(make_config('cpu-demo', out_dir=str(out), **TINY), log=None)
     return out
@@ -44,17 +54,17 @@ def _interrupt_after(monkeypatch, step: int, act):
 def test_sigterm_mid_epoch_resumes_to_the_same_result(tmp_path, monkeypatch, reference):
     out = tmp_path / 'run'
     cfg = make_config('cpu-demo', out_dir=str(out), **TINY)
-    _interrupt_after(monkeypatch, 4 + 2, lambda: os.kill(os.getpid(), signal.SIGTERM))    # epoch 2, step 2
-    with pytest.raises(RunInterrupted, match=r"interrupted \(SIGTERM\) at epoch 2, step 2: saved .*partial.pt"):
+    _interrupt_after(monkeypatch, 3 + 1, lambda: os.kill(os.getpid(), signal.SIGTERM))    # epoch 2, step 1
+    with pytest.raises(RunInterrupted, match=r"interrupted \(SIGTERM\) at epoch 2, step 1: saved .*partial.pt"):
         train(cfg, log=None)
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL                 # the handler is gone with the run
     part = load_checkpoint(out / PARTIAL)
-    assert (part['epoch'], part['step'], len(part['steps']['loss'])) == (2, 2, 2)
+    assert (part['epoch'], part['step'], len(part['steps']['loss'])) == (2, 1, 1)
     assert json.loads((out / STOPPED).read_text())['saved'] == PARTIAL
     logs = []
     train(cfg, resume=True, log=logs.append)
-    assert any(line.endswith(f"{PARTIAL} at epoch 2, step 2") for line in logs), logs
+    assert any(line.endswith(f"{PARTIAL} at epoch 2, step 1") for line in logs), logs
     assert not (out / PARTIAL).exists()                                        # the epoch committed: out of date
     assert _values(out / 'metrics.json') == _values(reference / 'metrics.json')
 
@@ -63,8 +73,8 @@ def test_stop_request_in_the_first_epoch(tmp_path, monkeypatch, reference):
     "A sweep worker's stop request (no signal reaches the run) in epoch 1: no last.pt yet, partial.pt alone resumes."
     out = tmp_path / 'run'
     cfg = make_config('cpu-demo', out_dir=str(out), **TINY)
-    _interrupt_after(monkeypatch, 3, RunFolder(out).request_stop)
-    with pytest.raises(RunInterrupted, match=r"\(stop request\) at epoch 1, step 3"):
+    _interrupt_after(monkeypatch, 2, RunFolder(out).request_stop)
+    with pytest.raises(RunInterrupted, match=r"\(stop request\) at epoch 1, step 2"):
         train(cfg, log=None)
     monkeypatch.undo()
     assert sorted(p.name for p in out.iterdir()) == [STOPPED, 'config.json', PARTIAL]    # the request answered
@@ -73,3 +83,52 @@ def test_stop_request_in_the_first_epoch(tmp_path, monkeypatch, reference):
         train(cfg, log=None)
     train(cfg, resume=True, log=None)
     assert _values(out / 'metrics.json') == _values(reference / 'metrics.json')
+
+
+SWEEP_TINY = ['--preset', 'cpu-demo', '--epochs', 2, '--max-steps', 3, '--batch-size', 8, '--duration', 2,
+              '--specaug', 'clean', '--set', 'synthetic_recordings=48']
+
+
+def _wait(what: str, cond, timeout: float):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if (v := cond()): return v
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def _training(run: Path) -> bool:
+    "Is the experiment notebook executing its training cell (papermill marks the running cell in its copy)?"
+    try: nb = json.loads((run / '.experiment-running.ipynb').read_text())
+    except (OSError, ValueError): return False
+    return any('train(cfg' in ''.join(c['source']) and c['metadata'].get('papermill', {}).get('status') == 'running'
+               for c in nb['cells'])
+
+
+def test_slurm_signal_mid_epoch_requeues_and_resumes(slurm_cluster, tmp_path, reference, capsys):
+    "Slurm's warning signal (USR2) during training: partial.pt, the job requeued (the run `requeued`, not failed), resumed."
+    from patchmix_nb.cli import main
+    out = tmp_path / 'sweep'
+    assert main([str(a) for a in ('sweep', *SWEEP_TINY, '--executor', 'slurm', '--slurm-cpus-per-run', 1,
+                                  '--slurm-time', 10, '--slurm-signal-delay', 30, '--slurm-max-requeue', 1,
+                                  '--no-wait', '--out', out)]) == 0
+    run = next(out.glob('*/sweep.json')).parent
+    job = json.loads((run / '.job.json').read_text())['job_id']
+    _wait('the training cell', lambda: _training(run), 600)
+    slurm_cluster.sh('scancel', '--signal=USR2', job)                 # as Slurm does --signal seconds before the limit
+    seen = []
+    def state():
+        seen.append(RunFolder(run).state())
+        return seen[-1] in ('ok', 'failed')
+    _wait('the run to end', state, 600)
+    ex = json.loads((run / 'execution.json').read_text())
+    assert (ex['status'], ex['requeues'], ex['resumed']) == ('ok', 1, True), ex
+    assert 'requeued' in seen and 'failed' not in seen, sorted(set(seen))
+    assert not (run / 'experiment-failed.ipynb').exists() and not (run / PARTIAL).exists()
+    log = ''.join(''.join(o.get('text', '')) for c in json.loads((run / 'experiment.ipynb').read_text())['cells']
+                  for o in c.get('outputs', []))
+    assert re.search(r"resumed \S*partial.pt at epoch \d, step \d", log), log
+    assert _values(run / 'metrics.json') == _values(reference / 'metrics.json')
+    capsys.readouterr()
+    assert main(['sweep', '--status', str(out)]) == 0
+    assert '1/1 done, 0 running, 0 failed, 0 requeued (1 requeue in all), 0 queued' in capsys.readouterr().out
