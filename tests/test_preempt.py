@@ -117,13 +117,20 @@ def test_slurm_signal_mid_epoch_requeues_and_resumes(slurm_cluster, tmp_path, re
     _wait('the training cell', lambda: _training(run), 600)
     slurm_cluster.sh('scancel', '--signal=USR2', job)                 # as Slurm does --signal seconds before the limit
     seen = []
-    def state():
+    def state(*end):
         seen.append(RunFolder(run).state())
-        return seen[-1] in ('ok', 'failed')
-    _wait('the run to end', state, 600)
+        return seen[-1] in end
+    _wait('the run requeued', lambda: state('requeued', 'ok', 'failed'), 300)
+    assert seen[-1] == 'requeued' and 'failed' not in seen, seen           # not failed while it waits
+    assert json.loads((run / STOPPED).read_text())['saved'] == PARTIAL and (run / PARTIAL).exists()
+    assert not (run / 'experiment-failed.ipynb').exists()
+    capsys.readouterr()
+    assert main(['sweep', '--status', str(out)]) == 0
+    assert '0/1 done, 0 running, 0 failed, 1 requeued (1 requeue in all), 0 queued' in capsys.readouterr().out
+    slurm_cluster.sh('scontrol', 'update', f'JobId={job}', 'StartTime=now')   # Slurm holds a requeued job 2 min
+    _wait('the run to end', lambda: state('ok', 'failed'), 600)
     ex = json.loads((run / 'execution.json').read_text())
     assert (ex['status'], ex['requeues'], ex['resumed']) == ('ok', 1, True), ex
-    assert 'requeued' in seen and 'failed' not in seen, sorted(set(seen))
     assert not (run / 'experiment-failed.ipynb').exists() and not (run / PARTIAL).exists()
     log = ''.join(''.join(o.get('text', '')) for c in json.loads((run / 'experiment.ipynb').read_text())['cells']
                   for o in c.get('outputs', []))
