@@ -111,13 +111,13 @@ def stop_run(folder: RunFolder, wait: float = 30.) -> dict | None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(folder: RunFolder, wait: float, enable: bool = True):
-    "SIGTERM or SIGINT to this worker: the run saves where it is (stop_run), then KeyboardInterrupt; a second acts."
+def _stop_on_signals(folder: RunFolder, enable: bool = True):
+    """SIGTERM or SIGINT to this worker: a stop request for its run, which saves where it is after its current step
+    and ends the notebook (RunInterrupted); a second signal interrupts at once."""
     old = {}
     def handler(signum, frame):
-        for sig, h in old.items(): signal.signal(sig, h)
-        stop_run(folder, wait)
-        raise KeyboardInterrupt
+        for sig in old: signal.signal(sig, signal.default_int_handler)
+        folder.request_stop()
     if enable and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT): old[sig] = signal.signal(sig, handler)
     try: yield
@@ -125,13 +125,12 @@ def _stop_on_signals(folder: RunFolder, wait: float, enable: bool = True):
         for sig, h in old.items(): signal.signal(sig, h)
 
 
-def execute_run(run_dir, log_output: bool = False, on_signals: bool = True, stop_wait: float = 30.) -> dict:
+def execute_run(run_dir, log_output: bool = False, on_signals: bool = True) -> dict:
     """Execute one planned run folder (config.json, sweep.json) here; returns what execution.json records.
 
     The notebook gets the path of config.json (and `resume` when a last.pt or partial.pt is there), nothing else.
     Leaves .running.json while it runs and execution.json (status ok | failed | interrupted | requeued, error,
-    seconds, requeues) when it ends. `on_signals`: SIGTERM/SIGINT make the run save where it is (up to `stop_wait`
-    s) before the worker stops."""
+    seconds, requeues) when it ends. `on_signals`: SIGTERM/SIGINT make the run save where it is and stop."""
     folder = RunFolder(Path(run_dir).resolve())
     if os.environ.get('SLURM_CPUS_PER_TASK') and not os.environ.get('OMP_NUM_THREADS'):
         os.environ['OMP_NUM_THREADS'] = os.environ['SLURM_CPUS_PER_TASK']     # torch threads = the job's cores
@@ -142,7 +141,7 @@ def execute_run(run_dir, log_output: bool = False, on_signals: bool = True, stop
     folder.clear_stop()
     status, error = 'failed', None
     try:
-        with _stop_on_signals(folder, stop_wait, on_signals):
+        with _stop_on_signals(folder, on_signals):
             nb = (folder.read('sweep.json') or {}).get('notebook') or experiment_notebook()
             info['notebook'] = str(nb)
             _check_folder(folder)
@@ -202,7 +201,7 @@ class LocalExecutor:
             if self.stop.is_set(): return
             with open(run / 'worker.log', 'ab') as log:
                 p = subprocess.Popen([sys.executable, '-c', WORKER, str(run)], env={**os.environ, **env}, stdout=log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, start_new_session=True)   # one SIGINT: interrupt()'s
                 self.procs[run.name] = p
                 p.wait()
         finally:

@@ -264,7 +264,7 @@ def _state(self: RunFolder) -> str:
     if (self.path / 'experiment.ipynb').exists() and (self.path / 'metrics.json').exists(): return 'ok'
     ex = self.read('execution.json')
     if ex and ex.get('status') == 'failed': return 'failed'
-    if ex and ex.get('status') == 'requeued': return 'requeued'      # its Slurm job waits in the queue to resume
+    if ex and ex.get('status') == 'requeued' and squeue([ex['job_id']]) != {}: return 'requeued'   # waits to resume
     job = self.read('.job.json')
     if job and not ex and squeue([job['job_id']]): return 'pending'
     if self.holds_run() or info or (ex and ex.get('status') == 'interrupted'): return 'interrupted'

@@ -139,3 +139,43 @@ def test_slurm_signal_mid_epoch_requeues_and_resumes(slurm_cluster, tmp_path, re
     capsys.readouterr()
     assert main(['sweep', '--status', str(out)]) == 0
     assert '1/1 done, 0 running, 0 failed, 0 requeued (1 requeue in all), 0 queued' in capsys.readouterr().out
+
+
+STANDIN = '''import time
+from pathlib import Path
+from patchmix_nb.core import save_json
+from patchmix_nb.runs import STOPPED, RunFolder
+from patchmix_nb.train import RunInterrupted
+run = RunFolder(Path(config).parent)
+while not run.stop_requested(): time.sleep(0.05)     # training, as far as the worker can tell
+run.clear_stop()
+save_json({'epoch': 1, 'step': 1, 'saved': 'partial.pt'}, run.path / STOPPED)
+raise RunInterrupted('interrupted (stop request) at epoch 1, step 1')'''
+
+
+def test_a_local_worker_stops_its_run_on_sigterm(tmp_path):
+    "SIGTERM to a local worker: it asks the run to stop and save where it is, then ends as interrupted (not failed)."
+    import threading
+    import nbformat
+    from patchmix_nb.config import Config
+    from patchmix_nb.core import save_json
+    from patchmix_nb.launch import execute_run
+    nb = tmp_path / 'standin.ipynb'
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('config = None\nresume = False', metadata={'tags': ['parameters']}),
+        nbformat.v4.new_code_cell(STANDIN)],
+        metadata={'kernelspec': {'name': 'python3', 'display_name': 'python3', 'language': 'python'}}), nb)
+    d = tmp_path / 'run'
+    RunFolder(d).write_config(Config(out_dir=str(d)))
+    save_json({'name': 'run', 'point': {}, 'notebook': str(nb)}, d / 'sweep.json')
+    def kill_when_running():
+        _wait('the worker', lambda: (d / '.running.json').exists(), 60)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=kill_when_running, daemon=True).start()
+    ex = execute_run(d)
+    assert ex == json.loads((d / 'execution.json').read_text())
+    assert ex['status'] == 'interrupted' and 'at epoch 1, step 1' in ex['error'], ex
+    assert json.loads((d / STOPPED).read_text())['step'] == 1                 # the run answered before the worker ended
+    assert not (d / 'experiment-failed.ipynb').exists() and RunFolder(d).state() == 'interrupted'
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
