@@ -15,10 +15,13 @@ from patchmix_nb.train import RunInterrupted, train
 TINY = dict(synthetic_recordings=48, duration=2.0, epochs=2, max_steps=3, batch_size=8, specaug='clean', progress=False)
 
 
+CLOCK_AND_FOLDER = ('seconds', 'eval_seconds', 'out_dir')
+
+
 def _values(path: Path) -> dict:
     "metrics.json without what differs between two runs of the same config: the folder and the clock."
     def strip(o):
-        if isinstance(o, dict): return {k: strip(v) for k, v in o.items() if k not in ('seconds', 'eval_seconds', 'out_dir')}
+        if isinstance(o, dict): return {k: strip(v) for k, v in o.items() if k not in CLOCK_AND_FOLDER}
         return [strip(v) for v in o] if isinstance(o, list) else o
     return strip(json.loads(Path(path).read_text()))
 
@@ -106,7 +109,7 @@ def _training(run: Path) -> bool:
 
 
 def test_slurm_signal_mid_epoch_requeues_and_resumes(slurm_cluster, tmp_path, reference, capsys):
-    "Slurm's warning signal (USR2) during training: partial.pt, the job requeued (the run `requeued`, not failed), resumed."
+    "Slurm's warning (USR2) during training: partial.pt, the job requeued (the run `requeued`, not failed), resumed."
     from patchmix_nb.cli import main
     out = tmp_path / 'sweep'
     assert main([str(a) for a in ('sweep', *SWEEP_TINY, '--executor', 'slurm', '--slurm-cpus-per-run', 1,
