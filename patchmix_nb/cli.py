@@ -114,6 +114,10 @@ def _where_to_run(p) -> None:
     e.add_argument('--slurm-mem', help='memory per job, e.g. 32G')
     e.add_argument('--slurm-time', help='per job: minutes or HH:MM:SS (default 24 h)')
     e.add_argument('--slurm-array-parallelism', type=int, help='jobs of the array running at once')
+    e.add_argument('--slurm-signal-delay', type=int, metavar='S', help='seconds before the time limit that Slurm '
+                   'signals a job: the run saves where it is and the job is requeued (default 90)')
+    e.add_argument('--slurm-max-requeue', type=int, metavar='N', help='requeues of a job after a time limit '
+                   '(default 3; a preempted job is always requeued)')
     e.add_argument('--slurm-extra', action='append', default=[], metavar='KEY=VALUE',
                    help='any other sbatch option, e.g. account=lab')
     c = p.add_argument_group('control')
@@ -322,7 +326,8 @@ def cmd_sweep(a) -> int:
     t = a.slurm_time
     slurm = dict(partition=a.slurm_partition, gpus_per_run=a.slurm_gpus_per_run, cpus_per_run=a.slurm_cpus_per_run,
                  mem=a.slurm_mem, time=int(t) if t and t.isdigit() else t, array_parallelism=a.slurm_array_parallelism,
-                 extra=_parse_pairs(a.slurm_extra, '--slurm-extra'))
+                 extra=_parse_pairs(a.slurm_extra, '--slurm-extra'), signal_delay=a.slurm_signal_delay,
+                 max_requeue=a.slurm_max_requeue)
     sets, flags = _parse_set(a.set), config_values(a, skip=('out_dir', 'preset'))
     if both := sorted(set(sets) & set(flags)):
         raise ValueError(f"{', '.join(both)} given both as --set and as a flag; give each once")
@@ -397,9 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     pin_home()                                       # a relative PATCHMIX_HOME is this folder's, not a notebook's
     try:
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         how = " (finished epochs are saved; continue with --resume)" if args.command == 'train' else ''
-        print(f"patchmix: interrupted{how}", file=sys.stderr)
+        print(f"patchmix: {e}" if str(e) else f"patchmix: interrupted{how}", file=sys.stderr)   # RunInterrupted: where
         return 130
     except USER_ERRORS as e:
         if args.debug: traceback.print_exc()

@@ -5,7 +5,7 @@
 # %% ../nbs/21_launch.ipynb #la3
 from __future__ import annotations
 
-import os, queue, re, shutil, signal, socket, statistics, subprocess, sys, threading, time
+import contextlib, os, queue, re, shutil, signal, socket, statistics, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -13,12 +13,12 @@ from typing import Sequence
 
 from .core import read_json, save_json
 from .config import Config, show_value
-from .runs import RunFolder
+from .runs import PARTIAL, STOPPED, RunFolder
 
 # %% auto #0
 __all__ = ['WORKER', 'SLURM_KEYS', 'SLURM_DEFAULTS', 'EXECUTORS', 'clone_notebook', 'experiment_notebook',
-           'run_experiment', 'cores', 'execute_run', 'pin_home', 'worker_envs', 'LocalExecutor',
-           'check_slurm', 'SlurmExecutor', 'make_executor', 'progress_line']
+           'run_experiment', 'cores', 'stop_run', 'execute_run', 'pin_home', 'worker_envs', 'LocalExecutor',
+           'check_slurm', 'SlurmRun', 'SlurmExecutor', 'make_executor', 'requeue_count', 'progress_line']
 
 # %% ../nbs/21_launch.ipynb #la6
 def clone_notebook(name: str) -> Path | None:
@@ -40,11 +40,17 @@ def experiment_notebook() -> Path:
     return p
 
 # %% ../nbs/21_launch.ipynb #la11
+def _interruption(e: BaseException) -> bool:
+    "A stop, not an error: a signal here, submitit's exit after requeueing the job, or the run's RunInterrupted."
+    return isinstance(e, (KeyboardInterrupt, SystemExit)) or getattr(e, 'ename', None) == 'RunInterrupted'
+
+
 def run_experiment(out_dir, notebook=None, log_output: bool = False, stdout=None, **parameters) -> dict:
     """Execute the experiment notebook into `out_dir/experiment.ipynb` with papermill `parameters` (`config`=a run's
     config.json, or Config fields by name; `resume`, `dry_run`); return the run's metrics.json ({} when none).
 
-    `stdout` (a file, e.g. sys.stdout) receives what the notebook prints, as it prints it."""
+    `stdout` (a file, e.g. sys.stdout) receives what the notebook prints, as it prints it. A notebook stopped (a
+    signal, the run's `RunInterrupted`) is left as `.experiment-running.ipynb`, not kept as failed."""
     import papermill as pm
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -54,8 +60,8 @@ def run_experiment(out_dir, notebook=None, log_output: bool = False, stdout=None
     try:
         pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name='python3', cwd=str(out),
                             progress_bar=False, log_output=log_output, stdout_file=stdout)
-    except BaseException:
-        if partial.exists(): os.replace(partial, out / 'experiment-failed.ipynb')
+    except BaseException as e:
+        if partial.exists() and not _interruption(e): os.replace(partial, out / 'experiment-failed.ipynb')
         raise
     (out / 'experiment-failed.ipynb').unlink(missing_ok=True)
     os.replace(partial, out / 'experiment.ipynb')
@@ -91,30 +97,64 @@ def _check_folder(folder: RunFolder) -> None:
                          "folder moved?); plan the sweep again into this folder")
 
 # %% ../nbs/21_launch.ipynb #la17
-def execute_run(run_dir, log_output: bool = False) -> dict:
+_REQUEUED: set[str] = set()      # run folders whose Slurm job this process requeued (SlurmRun.checkpoint)
+
+
+def stop_run(folder: RunFolder, wait: float = 30.) -> dict | None:
+    "Ask the run in `folder` to stop after its current step, saving where it is; its answer (.stopped.json) or None."
+    folder.request_stop()
+    t0 = time.time()
+    while time.time() - t0 < wait:
+        if (answer := folder.read(STOPPED)): return answer
+        time.sleep(0.2)
+    return None
+
+
+@contextlib.contextmanager
+def _stop_on_signals(folder: RunFolder, enable: bool = True):
+    """SIGTERM or SIGINT to this worker: a stop request for its run, which saves where it is after its current step
+    and ends the notebook (RunInterrupted); a second signal interrupts at once."""
+    old = {}
+    def handler(signum, frame):
+        for sig in old: signal.signal(sig, signal.default_int_handler)
+        folder.request_stop()
+    if enable and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT): old[sig] = signal.signal(sig, handler)
+    try: yield
+    finally:
+        for sig, h in old.items(): signal.signal(sig, h)
+
+
+def execute_run(run_dir, log_output: bool = False, on_signals: bool = True) -> dict:
     """Execute one planned run folder (config.json, sweep.json) here; returns what execution.json records.
 
-    The notebook gets the path of config.json (and `resume` when a last.pt is there), nothing else. Leaves
-    .running.json while it runs and execution.json (status ok | failed | interrupted, error, seconds) when it ends."""
+    The notebook gets the path of config.json (and `resume` when a last.pt or partial.pt is there), nothing else.
+    Leaves .running.json while it runs and execution.json (status ok | failed | interrupted | requeued, error,
+    seconds, requeues) when it ends. `on_signals`: SIGTERM/SIGINT make the run save where it is and stop."""
     folder = RunFolder(Path(run_dir).resolve())
     if os.environ.get('SLURM_CPUS_PER_TASK') and not os.environ.get('OMP_NUM_THREADS'):
         os.environ['OMP_NUM_THREADS'] = os.environ['SLURM_CPUS_PER_TASK']     # torch threads = the job's cores
-    resume = (folder / 'last.pt').exists()
-    info = _worker_info(folder, resume)
+    resume = any((folder / f).exists() for f in ('last.pt', PARTIAL))
+    info = {**_worker_info(folder, resume), 'requeues': (folder.read('execution.json') or {}).get('requeues', 0)}
     save_json(info, folder / '.running.json')
     (folder / 'execution.json').unlink(missing_ok=True)
+    folder.clear_stop()
     status, error = 'failed', None
     try:
-        nb = (folder.read('sweep.json') or {}).get('notebook') or experiment_notebook()
-        info['notebook'] = str(nb)
-        _check_folder(folder)
-        run_experiment(folder.path, nb, log_output, config=str(folder / 'config.json'), resume=resume)
+        with _stop_on_signals(folder, on_signals):
+            nb = (folder.read('sweep.json') or {}).get('notebook') or experiment_notebook()
+            info['notebook'] = str(nb)
+            _check_folder(folder)
+            run_experiment(folder.path, nb, log_output, config=str(folder / 'config.json'), resume=resume)
         status = 'ok'
-    except KeyboardInterrupt:
-        status, error = 'interrupted', 'interrupted'
-        raise
-    except Exception as e:
-        error = _one_line(e)
+    except BaseException as e:
+        if isinstance(e, SystemExit) and str(folder.path) in _REQUEUED:     # submitit requeued the job, then exits
+            status, info['requeues'] = 'requeued', info['requeues'] + 1
+        elif _interruption(e) or folder.read(STOPPED):
+            status, error = 'interrupted', 'interrupted' if isinstance(e, KeyboardInterrupt) else _one_line(e)
+        else:
+            error = _one_line(e)
+        if not isinstance(e, Exception): raise
     finally:
         info.update(finished=time.time(), seconds=round(time.time() - info['started'], 1), status=status, error=error)
         save_json(info, folder / 'execution.json')
@@ -156,7 +196,7 @@ WORKER = 'import sys; from patchmix_nb.launch import execute_run; execute_run(sy
 
 class LocalExecutor:
     "Up to `workers` runs at once, each a process of its own with its worker's environment (a GPU, a share of cores)."
-    poll, note = 2., 'stopping the workers (finished runs are kept; run the same command to resume)'
+    poll, note = 2., 'stopping the workers (each run saves where it is; run the same command to resume)'
 
     def __init__(self, workers: int | None = None, gpus: Sequence | None = None):
         self.envs = worker_envs(workers, gpus)
@@ -170,7 +210,7 @@ class LocalExecutor:
             if self.stop.is_set(): return
             with open(run / 'worker.log', 'ab') as log:
                 p = subprocess.Popen([sys.executable, '-c', WORKER, str(run)], env={**os.environ, **env}, stdout=log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, start_new_session=True)   # one SIGINT: interrupt()'s
                 self.procs[run.name] = p
                 p.wait()
         finally:
@@ -196,12 +236,14 @@ class LocalExecutor:
         if self.pool: self.pool.shutdown(wait=False, cancel_futures=True)
 
 # %% ../nbs/21_launch.ipynb #la27b
-SLURM_KEYS = ('partition', 'gpus_per_run', 'cpus_per_run', 'mem', 'time', 'array_parallelism', 'extra')
+SLURM_KEYS = ('partition', 'gpus_per_run', 'cpus_per_run', 'mem', 'time', 'array_parallelism', 'signal_delay',
+              'max_requeue', 'extra')
 _CTRL = re.compile(r'[\x00-\x1f\x7f]')
 
 
 def _slurm_ok(k: str, v) -> bool:
     if k in ('gpus_per_run', 'cpus_per_run', 'array_parallelism'): return type(v) is int and v >= 1
+    if k in ('signal_delay', 'max_requeue'): return type(v) is int and 0 <= v <= 65535
     if type(v) is int: return k in ('time', 'mem') and v >= 1
     if not isinstance(v, str): return False
     form = {'time': r'(\d+-)?\d+(:\d{1,2}){0,2}', 'mem': r'\d+[KMGT]?B?', 'partition': r'[\w.-]+(,[\w.-]+)*'}[k]
@@ -218,7 +260,8 @@ def check_slurm(slurm: dict | None, out_dir=None) -> dict:
         raise ValueError(f"unknown slurm options {show_value(unknown)}; expected some of {', '.join(SLURM_KEYS)}")
     for k, v in s.items():
         if k != 'extra' and not _slurm_ok(k, v):
-            raise ValueError(f"slurm {k}: expected {want.get(k, 'a whole number >= 1')}, got {show_value(v)}")
+            least = 0 if k in ('signal_delay', 'max_requeue') else 1
+            raise ValueError(f"slurm {k}: expected {want.get(k, f'a whole number >= {least}')}, got {show_value(v)}")
     extra = s.get('extra') or {}
     if not isinstance(extra, dict):
         raise ValueError(f"slurm extra: expected KEY=VALUE options, got {show_value(extra)}")
@@ -233,14 +276,34 @@ def check_slurm(slurm: dict | None, out_dir=None) -> dict:
     return s
 
 # %% ../nbs/21_launch.ipynb #la27
-SLURM_DEFAULTS = {'time': 24 * 60, 'array_parallelism': 256}
+SLURM_DEFAULTS = {'time': 24 * 60, 'array_parallelism': 256, 'signal_delay': 90, 'max_requeue': 3}
+
+
+class SlurmRun:
+    """`execute_run` as a submitit job that can be checkpointed: on Slurm's signal before a time limit or a preemption
+    (USR2, `--signal` seconds ahead) the run saves where it is, the job is requeued and the run waits as 'requeued'."""
+    def __init__(self, wait: float = 60.): self.wait = wait
+
+    def __call__(self, run_dir) -> dict: return execute_run(run_dir, on_signals=False)   # submitit's handlers rule
+
+    def checkpoint(self, run_dir):
+        import submitit
+        folder = RunFolder(Path(run_dir).resolve())
+        stop_run(folder, self.wait)
+        _REQUEUED.add(str(folder.path))
+        return submitit.helpers.DelayedSubmission(self, run_dir)
+
+
+
+def _given(v, default): return default if v is None else v
 
 
 class SlurmExecutor:
     """Each run a Slurm job (one array through submitit), into the same run folders on a shared filesystem.
 
     `slurm`: partition, gpus_per_run, cpus_per_run, mem, time (minutes or HH:MM:SS), array_parallelism, extra (dict
-    of other sbatch options)."""
+    of other sbatch options), signal_delay (seconds before the time limit that Slurm signals the job: the run saves
+    where it is and the job is requeued), max_requeue (requeues after a time limit; a preemption always requeues)."""
     poll, note = 10., 'the Slurm jobs go on (follow them with patchmix sweep --status OUT)'
 
     def __init__(self, out_dir, slurm: dict | None = None):
@@ -250,7 +313,9 @@ class SlurmExecutor:
                        'time': s.get('time') or SLURM_DEFAULTS['time'], 'cpus_per_task': s.get('cpus_per_run'),
                        'gpus_per_node': s.get('gpus_per_run'), 'mem': s.get('mem'),
                        'array_parallelism': s.get('array_parallelism') or SLURM_DEFAULTS['array_parallelism'],
-                       'additional_parameters': dict(s.get('extra') or {})}
+                       'additional_parameters': dict(s.get('extra') or {}),
+                       'signal_delay_s': _given(s.get('signal_delay'), SLURM_DEFAULTS['signal_delay'])}
+        self.max_requeue = int(_given(s.get('max_requeue'), SLURM_DEFAULTS['max_requeue']))
         self.parallel = int(self.params['array_parallelism'])
         self.jobs: dict[str, str] = {}
 
@@ -258,9 +323,10 @@ class SlurmExecutor:
         import submitit
         run_dirs = [Path(d) for d in run_dirs]
         if not run_dirs: return
-        ex = submitit.SlurmExecutor(folder=self.out / '.slurm' / '%j', max_num_timeout=0)
+        ex = submitit.SlurmExecutor(folder=self.out / '.slurm' / '%j', max_num_timeout=self.max_requeue)
         ex.update_parameters(**{k: v for k, v in self.params.items() if v not in (None, {})})
-        jobs = ex.map_array(execute_run, [str(d) for d in run_dirs])
+        run = SlurmRun(wait=max(5., 0.8 * self.params['signal_delay_s']))
+        jobs = ex.map_array(run, [str(d) for d in run_dirs])
         for d, j in zip(run_dirs, jobs):
             self.jobs[d.name] = j.job_id
             save_json({'job_id': j.job_id, 'submitted': time.time(), 'executor': 'slurm'}, d / '.job.json')
@@ -290,13 +356,21 @@ def _fmt_s(s: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s % 60:02d}s"
 
 
-def progress_line(states: dict, elapsed: float, seconds: Sequence[float] = (), parallel: int = 1) -> str:
-    "[sweep] done / running / failed / queued, elapsed, and an estimate of the time left."
-    n = {k: sum(v == k for v in states.values()) for k in ('ok', 'running', 'failed')}
+def requeue_count(run_dirs: Sequence) -> int:
+    "Requeues of these runs' Slurm jobs so far, as their workers recorded them."
+    return sum(((f.read('.running.json') or f.read('execution.json') or {}).get('requeues') or 0)
+               for f in map(RunFolder, run_dirs))
+
+
+def progress_line(states: dict, elapsed: float, seconds: Sequence[float] = (), parallel: int = 1,
+                  requeues: int = 0) -> str:
+    "[sweep] done / running / failed (/ requeued, with the requeues so far) / queued, elapsed, the time left."
+    n = {k: sum(v == k for v in states.values()) for k in ('ok', 'running', 'failed', 'requeued')}
     queued = len(states) - sum(n.values())
     left = ''
     if seconds and (queued or n['running']):
         per = statistics.mean(seconds)
         left = f", ~{_fmt_s(per * (queued + 0.5 * n['running']) / max(1, parallel))} left"
-    return (f"[sweep] {n['ok']}/{len(states)} done, {n['running']} running, {n['failed']} failed, {queued} queued"
+    req = f", {n['requeued']} requeued ({requeues} requeue{'s' * (requeues != 1)} in all)" if requeues else ''
+    return (f"[sweep] {n['ok']}/{len(states)} done, {n['running']} running, {n['failed']} failed{req}, {queued} queued"
             f" | {_fmt_s(elapsed)} elapsed{left}")

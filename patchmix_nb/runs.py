@@ -18,9 +18,9 @@ from .metrics import BestTracker
 from .config import RESUME_FREE, Config, config_diff, config_hash
 
 # %% auto #0
-__all__ = ['CHECKPOINT_NETS', 'ASK', 'LOCK', 'model_state', 'load_model_state', 'save_checkpoint', 'rng_state',
-           'load_checkpoint', 'summarize', 'squeue', 'queue_snapshot', 'worker_alive', 'RunFolder',
-           'RunFolderBusy']
+__all__ = ['CHECKPOINT_NETS', 'ASK', 'PARTIAL', 'STOP_REQUEST', 'STOPPED', 'LOCK', 'model_state', 'load_model_state',
+           'save_checkpoint', 'rng_state', 'set_rng_state', 'load_checkpoint', 'summarize', 'squeue',
+           'queue_snapshot', 'worker_alive', 'RunFolder', 'RunFolderBusy']
 
 # %% ../nbs/16_runs.ipynb #ru6
 CHECKPOINT_NETS = ('model', 'head', 'projector')     # checkpoint keys of backbone f, head g, projector h
@@ -50,6 +50,16 @@ def rng_state() -> dict:
              'has_gauss': np_state['has_gauss'], 'gauss': np_state['gauss']}
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return {'python': random.getstate(), 'torch': torch.get_rng_state(), 'numpy': numpy, 'cuda': cuda}
+
+
+def set_rng_state(st: dict) -> None:
+    "Restore what `rng_state` saved."
+    n, (version, internal, gauss) = st['numpy'], st['python']
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state({'bit_generator': 'MT19937', 'state': {'key': n['key'].cpu().numpy().astype(np.uint32),
+                         'pos': int(n['pos'])}, 'has_gauss': n['has_gauss'], 'gauss': n['gauss']})
+    torch.set_rng_state(st['torch'].cpu())
+    if st['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all([t.cpu() for t in st['cuda']])
 
 
 def load_checkpoint(path, map_location='cpu') -> dict:
@@ -113,7 +123,7 @@ ASK = 'ask'          # state(queue=ASK): ask squeue for this folder's jobs; else
 
 def queue_snapshot(folders: Sequence) -> dict | None:
     "{job id: state} of every job named in these folders' .running.json / .job.json: one squeue call (None: no Slurm)."
-    ids = {str(j['job_id']) for f in folders for name in ('.running.json', '.job.json')
+    ids = {str(j['job_id']) for f in folders for name in ('.running.json', '.job.json', 'execution.json')
            if (j := read_json(Path(getattr(f, 'path', f)) / name)) and j.get('job_id')}
     return squeue(sorted(ids)) if ids else {}
 
@@ -134,6 +144,9 @@ def worker_alive(info: dict, queue: dict | None | str = ASK) -> bool:
     return True
 
 # %% ../nbs/16_runs.ipynb #ru12
+PARTIAL, STOP_REQUEST, STOPPED = 'partial.pt', '.stop-request', '.stopped.json'   # a run stopped mid-epoch
+
+
 class RunFolder:
     "A run's folder: prepare, resume checks, the per-epoch transaction, repair, and its state as a sweep reads it."
     RUN_FILES = ('last.pt', 'best.pt', 'metrics.json')          # a run; config.json alone (a dry run) is not one
@@ -147,7 +160,7 @@ class RunFolder:
 
     def read(self, name: str) -> dict | None: return read_json(self.path / name)
 
-    def holds_run(self) -> bool: return any((self.path / f).exists() for f in self.RUN_FILES)
+    def holds_run(self) -> bool: return any((self.path / f).exists() for f in (*self.RUN_FILES, PARTIAL))
 
     def started(self) -> bool:
         "Has anything run here (a run file or a worker's trace)?"
@@ -166,6 +179,20 @@ class RunFolder:
         if self.read('config.json') == cfg.to_dict(): return self.path / 'config.json'
         return save_json(cfg.to_dict(), self.path / 'config.json')
 
+    def partial(self, map_location='cpu') -> dict | None:
+        "The mid-epoch checkpoint (partial.pt) of a run stopped by a signal, or None."
+        p = self.path / PARTIAL
+        return load_checkpoint(p, map_location) if p.exists() else None
+
+    def save_partial(self, state: dict) -> Path: return save_checkpoint(state, self.path / PARTIAL)
+
+    def request_stop(self) -> None: atomic_write(self.path / STOP_REQUEST, lambda t: t.write_text(str(os.getpid())))
+
+    def stop_requested(self) -> bool: return (self.path / STOP_REQUEST).exists()
+
+    def clear_stop(self) -> None:
+        for f in (STOP_REQUEST, STOPPED): (self.path / f).unlink(missing_ok=True)
+
 # %% ../nbs/16_runs.ipynb #ru14
 def _epochs_note(folder: RunFolder) -> str:
     with contextlib.suppress(Exception):
@@ -178,14 +205,14 @@ def _prepare(self: RunFolder, resume: bool = False, overwrite: bool = False) -> 
     "Check what the folder holds before a run writes there; on resume, repair it. Returns what was repaired."
     guard_output(self.path, 'run')                                 # never inside the dataset folder
     if resume and overwrite: raise ValueError("resume and overwrite exclude each other")
-    if resume and not (self.path / 'last.pt').exists():
+    if resume and not any((self.path / f).exists() for f in ('last.pt', PARTIAL)):
         raise FileNotFoundError(f"{self.path / 'last.pt'}: nothing to resume (no last.pt in the run folder); "
                                 "start without --resume")
     if not resume and self.holds_run():
         if not overwrite:
             raise FileExistsError(f"{self.path}: already holds a run{_epochs_note(self)}; pass --resume to continue "
                                   "it or --overwrite to start again")
-        for f in (*self.RUN_FILES, 'config.json'): (self.path / f).unlink(missing_ok=True)
+        for f in (*self.RUN_FILES, PARTIAL, 'config.json'): (self.path / f).unlink(missing_ok=True)
     fixed = self.repair() if resume else []
     self.path.mkdir(parents=True, exist_ok=True)
     return fixed
@@ -204,7 +231,8 @@ def _best_state(last: dict) -> dict:
 
 
 def _commit_epoch(self: RunFolder, last: dict, metrics: dict, best: dict | None = None) -> None:
-    "Write an epoch's files as one transaction: every temp first, then rename last.pt, best.pt, metrics.json (last)."
+    """Write an epoch's files as one transaction: every temp first, then rename last.pt, best.pt, metrics.json (last);
+    a partial.pt (the epoch stopped midway) is then out of date."""
     temps = [(save_checkpoint(last, self.path / 'last.pt', commit=False), self.path / 'last.pt')]
     try:
         if best is not None:
@@ -214,6 +242,7 @@ def _commit_epoch(self: RunFolder, last: dict, metrics: dict, best: dict | None 
         for t, _ in temps: t.unlink(missing_ok=True)
         raise
     for t, p in temps: os.replace(t, p)
+    (self.path / PARTIAL).unlink(missing_ok=True)
 
 
 def _repair(self: RunFolder) -> list[str]:
@@ -221,6 +250,10 @@ def _repair(self: RunFolder) -> list[str]:
     fixed = [f"removed {t.name}" for t in remove_stale_temps(self.path)]
     if not (self.path / 'last.pt').exists(): return fixed
     last = load_checkpoint(self.path / 'last.pt')
+    part = self.path / PARTIAL
+    if part.exists() and torch.load(part, mmap=True, weights_only=True)['epoch'] <= last['epoch']:
+        part.unlink()                                              # stopped mid-epoch, then the epoch committed
+        fixed.append(f"removed {PARTIAL} (older than last.pt, epoch {last['epoch']})")
     m = summarize(last['history'], Config.from_dict(last['config']))
     if m['selected_epoch'] == last['epoch']:
         best = self.path / 'best.pt'
@@ -333,17 +366,20 @@ RunFolder.lock, RunFolder.unlock = _lock, _unlock
 
 # %% ../nbs/16_runs.ipynb #ru16
 def _state(self: RunFolder, queue: dict | None | str = ASK) -> str:
-    """'running' (a live worker), 'ok' (finished notebook and metrics), 'failed', 'interrupted' (a last.pt to resume
-    from), 'pending' (a submitted job waiting in the queue) or 'queued' (not started). `queue`: a `queue_snapshot`."""
+    """'running' (a live worker), 'ok' (finished notebook and metrics), 'failed', 'requeued' (stopped by Slurm's
+    signal, its job requeued), 'interrupted' (a last.pt or partial.pt to resume from), 'pending' (a submitted job
+    waiting in the queue) or 'queued' (not started). `queue`: a `queue_snapshot`."""
     info = self.read('.running.json')
     if info and worker_alive(info, queue): return 'running'
     if (self.path / 'experiment.ipynb').exists() and (self.path / 'metrics.json').exists(): return 'ok'
     ex = self.read('execution.json')
     if ex and ex.get('status') == 'failed': return 'failed'
+    if ex and ex.get('status') == 'requeued' and _in_queue(ex['job_id'], queue) is not False:
+        return 'requeued'                                                  # its job waits to resume
     job = self.read('.job.json')
     resubmitted = job and (not ex or (job.get('submitted') or 0) > (ex.get('finished') or 0))
     if resubmitted and _in_queue(job['job_id'], queue): return 'pending'
-    if (self.path / 'last.pt').exists() or info or (ex and ex.get('status') == 'interrupted'): return 'interrupted'
+    if self.holds_run() or info or (ex and ex.get('status') == 'interrupted'): return 'interrupted'
     return 'queued'
 
 

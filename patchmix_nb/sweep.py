@@ -20,7 +20,7 @@ from .metrics import PAPER_RESULTS
 from .config import FIELDS, PRESETS, RUN_FREE, Config, config_diff, config_hash
 from .config import field_of, make_config, parse_value, show_value
 from .runs import ASK, RunFolder, queue_snapshot
-from .launch import EXECUTORS, check_slurm, make_executor, pin_home, progress_line
+from .launch import EXECUTORS, check_slurm, make_executor, pin_home, progress_line, requeue_count
 
 # %% auto #0
 __all__ = ['MAX_POINTS', 'SEEDS5', 'SPECS', 'SPEC_KEYS', 'MAX_SPEC_BYTES', 'MAX_SPEC_NODES', 'PATH_FIELDS', 'ALWAYS',
@@ -296,7 +296,7 @@ def _check_existing(runs: Sequence[Run], rerun: bool, queue=ASK) -> tuple[list[R
         state = r.folder.state(queue) if r.dir.exists() else 'queued'
         same = old is not None and config_hash(old) == r.hash
         if old is not None and not same and r.folder.started():
-            if state in ('running', 'pending'):
+            if state in ('running', 'pending', 'requeued'):
                 raise ValueError(f"{r.dir}: {state} with other settings; wait for it or cancel it first")
             if rerun:
                 aside.append(r)
@@ -304,7 +304,7 @@ def _check_existing(runs: Sequence[Run], rerun: bool, queue=ASK) -> tuple[list[R
             else:
                 diff = ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_diff(old, r.config).items())
                 conflicts.append(f"{r.name} ({diff})")
-        elif same and (state in ('running', 'pending') or (state == 'ok' and not rerun)):
+        elif same and (state in ('running', 'pending', 'requeued') or (state == 'ok' and not rerun)):
             kept.append(r)                                    # finished, or a worker of an earlier call has it
         else:
             if state == 'ok': aside.append(r)
@@ -414,7 +414,8 @@ def monitor(runs: Sequence[Run], out: Path, ex, say: Callable = print, interval:
             if states != last: write_summary(collect_runs(out, queue), out)
             if states != shown and (done or time.time() - last_t >= interval):
                 secs = [(r.folder.read('execution.json') or {}).get('seconds') for r in runs if states[r.name] == 'ok']
-                say(progress_line(states, time.time() - t0, [s for s in secs if s], ex.parallel))
+                say(progress_line(states, time.time() - t0, [s for s in secs if s], ex.parallel,
+                                  requeue_count(r.folder.path for r in runs)))
                 shown, last_t = states, time.time()
             last = states
             if done: break
@@ -561,7 +562,7 @@ def sweep_status(out_dir) -> tuple[pd.DataFrame, str]:
                for r in runs.run]
     started = [t for t in started if t]
     return runs, progress_line(dict(zip(runs.name, runs.status)), time.time() - min(started) if started else 0.,
-                               secs, max(1, int((runs.status == 'running').sum())))
+                               secs, max(1, int((runs.status == 'running').sum())), requeue_count(runs.run))
 
 # %% ../nbs/22_sweep.ipynb #e40785da
 def plot_summary(runs: pd.DataFrame, title: str | None = None):

@@ -5,7 +5,7 @@
 # %% ../nbs/17_train.ipynb #d6e17ddd
 from __future__ import annotations
 
-import math, random, time
+import contextlib, math, os, random, signal, threading, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .core import save_json
 from .features import SpecAugment
 from .metrics import icbhi_score
 from .config import Config, check_config, config_hash
@@ -22,13 +23,14 @@ from .devices import (check_batch_split, gather_with_grad, make_scaler, resolve_
                                  world_size)
 from .data import Data, eval_loader, load_data, n_frames_for, specaug_time_width, train_loader
 from .model import PatchMixModel, build_model
-from .runs import RunFolder, load_checkpoint, load_model_state, model_state, rng_state, summarize
+from .runs import (PARTIAL, STOPPED, RunFolder, load_checkpoint, load_model_state, model_state, rng_state,
+                              set_rng_state, summarize)
 
 # %% auto #0
-__all__ = ['cosine_lr', 'MovingAverageUpdate', 'train_step', 'make_optimizer', 'Learner', 'setup_run',
+__all__ = ['STOP_SIGNALS', 'cosine_lr', 'MovingAverageUpdate', 'train_step', 'make_optimizer', 'Learner', 'setup_run',
            'TrainingDiverged', 'run_epoch', 'predict_logits', 'scores', 'evaluate', 'seed_everything',
-           'default_out', 'TrainingRun', 'start_run', 'prepare_epoch', 'train_epoch', 'fit', 'finish',
-           'train', 'plot_history', 'estimate_seconds']
+           'default_out', 'TrainingRun', 'start_run', 'prepare_epoch', 'RunInterrupted', 'train_epoch',
+           'stop_on_signals', 'fit', 'finish', 'train', 'plot_history', 'estimate_seconds']
 
 # %% ../nbs/17_train.ipynb #b69b3676
 def cosine_lr(lr: float, epoch: int, epochs: int, min_lr_ratio: float = 1e-3) -> float:
@@ -156,8 +158,12 @@ def _read_steps(steps: dict) -> dict:
 
 
 def run_epoch(learner: Learner, batches, augment: Callable | None = None, max_steps: int | None = None,
-              epoch: int = 1, progress: bool = False, check_every: int = 50) -> dict:
-    "Train over `batches` of (x, y, row); returns the per-step loss and logs as lists (read from the device in bulk)."
+              epoch: int = 1, progress: bool = False, check_every: int = 50, stop: Callable | None = None,
+              first_step: int = 0) -> dict:
+    """Train over `batches` of (x, y, row); returns the per-step loss and logs as lists (read from the device in bulk).
+
+    `stop()` is asked after every step: true, the epoch ends there (fewer steps returned); `first_step`: the steps of
+    this epoch done before (a resumed epoch), for the step numbers of messages."""
     from tqdm.auto import tqdm
     learner.model.train()
     dev, steps = learner.model.device, {}
@@ -170,10 +176,11 @@ def run_epoch(learner: Learner, batches, augment: Callable | None = None, max_st
         for k, v in {'loss': loss, **logs}.items(): steps.setdefault(k, []).append(v)
         bar.update(1)
         if dev.type == 'cpu' or (i + 1) % check_every == 0:              # free on the CPU; every 50 steps on a GPU
-            _finite_or_stop({k: v[-1:] for k, v in steps.items()}, epoch, i + 1)
+            _finite_or_stop({k: v[-1:] for k, v in steps.items()}, epoch, first_step + i + 1)
+        if stop is not None and i + 1 < n and stop(): break
     bar.close()
     out = _read_steps(steps)
-    if out: _finite_or_stop(out, epoch)
+    if out: _finite_or_stop(out, epoch, first_step + 1)
     return out
 
 # %% ../nbs/17_train.ipynb #evcode
@@ -240,6 +247,8 @@ class TrainingRun:
     rank: int = 0
     world: int = 1
     say: Callable = print
+    part: dict | None = None           # partial.pt of a run stopped mid-epoch: where the next epoch starts
+    stop: Callable = lambda: None      # why the run should stop now (a signal, a stop request), or None
 
     def barrier(self) -> None:
         if self.world > 1: dist.barrier()
@@ -285,11 +294,13 @@ def _start(cfg, folder, r, world, device, say, resume, overwrite) -> TrainingRun
     run = TrainingRun(cfg, folder, data, learner, eval_loader(data, va, num_workers=cfg.num_workers),
                       eval_loader(data, te, num_workers=cfg.num_workers), rank=r, world=world, say=say)
     if resume:
-        ck = load_checkpoint(folder / 'last.pt', map_location=device)
+        part = folder.partial(map_location=device)                       # stopped mid-epoch: newer than last.pt
+        ck = part or load_checkpoint(folder / 'last.pt', map_location=device)
         folder.check_resume(cfg, ck['config'])
         learner.load_state(ck)
-        run.history = ck['history']
-        say(f"resumed {folder / 'last.pt'} at epoch {ck['epoch']}")
+        run.history, run.part = ck['history'], part
+        say(f"resumed {folder / PARTIAL} at epoch {part['epoch']}, step {part['step']}" if part else
+            f"resumed {folder / 'last.pt'} at epoch {ck['epoch']}")
     if r == 0: folder.write_config(cfg)
     return run
 
@@ -306,13 +317,56 @@ def prepare_epoch(cfg: Config, data: Data, learner: Learner, epoch: int) -> tupl
     return lr, augment, train_loader(data, cfg.batch_size, s, cfg.num_workers, pin_memory=pin)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    "A run stopped by a signal or a stop request, where it was saved (partial.pt mid-epoch, else last.pt)."
+
+
+def _continue_epoch(part: dict, lrn: Learner, augment, batches):
+    "A stopped epoch resumes: its batches after the steps done, every generator as it was after them."
+    loader = torch.utils.data.DataLoader(batches.dataset, batch_sampler=list(batches.batch_sampler)[part['step']:],
+                                         num_workers=batches.num_workers, pin_memory=batches.pin_memory,
+                                         generator=torch.Generator())    # its own seed draw: the global stream kept
+    set_rng_state(part['rng'])
+    lrn.model.generator.set_state(part['mix_rng'].cpu())
+    if augment is not None: augment.generator.set_state(part['specaug_rng'].cpu())
+    return loader
+
+
+def _stop_mid_epoch(run: TrainingRun, epoch: int, steps: dict, augment, seconds: float, why: str):
+    "Save the run at this step (partial.pt, rank 0), answer the stop request, raise RunInterrupted."
+    lrn, step = run.learner, len(steps['loss'])
+    if run.rank == 0:
+        run.folder.save_partial({**model_state(lrn.model), **lrn.state(), 'rng': rng_state(),
+                                 'mix_rng': lrn.model.generator.get_state(),
+                                 'specaug_rng': augment.generator.get_state() if augment is not None else None,
+                                 'epoch': epoch, 'step': step, 'steps': steps, 'seconds': seconds,
+                                 'history': run.history, 'config': run.cfg.to_dict()})
+    _interrupted(run, epoch, step, why, PARTIAL)
+
+
+def _interrupted(run: TrainingRun, epoch: int, step: int, why: str, saved: str):
+    if run.rank == 0:
+        run.folder.clear_stop()
+        save_json({'epoch': epoch, 'step': step, 'why': why, 'saved': saved, 'time': time.time()},
+                  run.folder / STOPPED)
+    where = f"epoch {epoch}, step {step}" if step else f"the end of epoch {epoch}"
+    raise RunInterrupted(f"interrupted ({why}) at {where}: saved {run.folder / saved}; continue with --resume")
+
+
 def train_epoch(run: TrainingRun, epoch: int) -> dict:
-    "One epoch: reseed, train, evaluate; returns its history entry."
+    "One epoch: reseed, train, evaluate; returns its history entry. Stopped midway: partial.pt, RunInterrupted."
     cfg, lrn, data = run.cfg, run.learner, run.data
     lr, augment, batches = prepare_epoch(cfg, data, lrn, epoch)
-    t0 = time.time()
-    steps = run_epoch(lrn, batches, augment, cfg.max_steps, epoch, cfg.progress and run.rank == 0)
-    seconds = time.time() - t0
+    part, run.part = run.part, None
+    n = len(batches) if cfg.max_steps is None else min(cfg.max_steps, len(batches))
+    done, spent = (part['steps'], part['seconds']) if part else ({}, 0.)
+    if part: batches = _continue_epoch(part, lrn, augment, batches)
+    t0, start = time.time(), len(done.get('loss', []))
+    steps = run_epoch(lrn, batches, augment, n - start, epoch, cfg.progress and run.rank == 0, stop=run.stop,
+                      first_step=start)
+    steps = {k: done.get(k, []) + v for k, v in steps.items()}
+    seconds = spent + time.time() - t0
+    if len(steps['loss']) < n: _stop_mid_epoch(run, epoch, steps, augment, seconds, run.stop() or 'stopped')
     val = evaluate(lrn.model, run.val_loader) if len(data.rows('val')) else {}
     test = evaluate(lrn.model, run.test_loader) if cfg.report_best_on_test else {}
     means = {k: float(np.mean(v)) if v else float('nan') for k, v in steps.items()}
@@ -331,20 +385,46 @@ def _commit(run: TrainingRun, best: bool) -> None:
     run.folder.commit_epoch(last, metrics, RunFolder.best_state(last) if best else None)
 
 
+STOP_SIGNALS = ('SIGTERM', 'SIGINT', 'SIGUSR2')      # a kill, Ctrl-C, Slurm's warning before a time limit
+
+
+@contextlib.contextmanager
+def stop_on_signals(folder: RunFolder, enable: bool = True):
+    """While training: a stop signal (`STOP_SIGNALS`) or the folder's stop request makes the callable yielded say
+    why the run should stop (else None); a second SIGINT interrupts at once. One process only (not under DDP)."""
+    got, old = [], {}
+    def handler(signum, frame):
+        if got and signum == signal.SIGINT: raise KeyboardInterrupt
+        got.append(signal.Signals(signum).name)
+    if enable and threading.current_thread() is threading.main_thread():
+        for name in STOP_SIGNALS: old[getattr(signal, name)] = signal.signal(getattr(signal, name), handler)
+    try:
+        yield (lambda: got[0] if got else ('stop request' if folder.stop_requested() else None)) if enable else \
+            (lambda: None)
+    finally:
+        for sig, h in old.items(): signal.signal(sig, h)
+
+
 def fit(run: TrainingRun, stop_after: int | None = None) -> None:
-    "Train the remaining epochs; each ends with one transaction of the run folder."
-    first = len(run.history) + 1
-    for epoch in range(first, run.cfg.epochs + 1):
-        h = train_epoch(run, epoch)
-        run.history.append(h)
-        selected = summarize(run.history, run.cfg)['selected_epoch'] == epoch
-        t, v = h['test'], h['val']
-        tst = f"test Sp {t['sp']:.2f} Se {t['se']:.2f} Score {t['score']:.2f} | " if t else ''
-        run.say(f"epoch {epoch}/{run.cfg.epochs}: loss {h['loss']:.4f} | "
-                f"val Score {v.get('score', float('nan')):.2f} | {tst}{h['seconds']:.1f}s")
-        _commit(run, best=selected)
-        run.barrier()
+    """Train the remaining epochs; each ends with one transaction of the run folder. When `run.stop()` says why
+    (a signal, a stop request), the run is saved where it is (mid-epoch: partial.pt) and RunInterrupted raised."""
+    for epoch in range(len(run.history) + 1, run.cfg.epochs + 1):
+        _fit_epoch(run, epoch)
         if stop_after is not None and epoch >= stop_after: break
+        if epoch < run.cfg.epochs and (why := run.stop()): _interrupted(run, epoch, 0, why, 'last.pt')
+
+
+def _fit_epoch(run: TrainingRun, epoch: int) -> None:
+    "One epoch of `fit`: train and evaluate it, report it, commit it."
+    h = train_epoch(run, epoch)
+    run.history.append(h)
+    selected = summarize(run.history, run.cfg)['selected_epoch'] == epoch
+    t, v = h['test'], h['val']
+    tst = f"test Sp {t['sp']:.2f} Se {t['se']:.2f} Score {t['score']:.2f} | " if t else ''
+    run.say(f"epoch {epoch}/{run.cfg.epochs}: loss {h['loss']:.4f} | "
+            f"val Score {v.get('score', float('nan')):.2f} | {tst}{h['seconds']:.1f}s")
+    _commit(run, best=selected)
+    run.barrier()
 
 # %% ../nbs/17_train.ipynb #fincode
 def finish(run: TrainingRun) -> None:
@@ -373,13 +453,17 @@ def train(cfg: Config, resume: bool = False, stop_after: int | None = None, log:
 
     `resume=True` continues from `<out>/last.pt`; `overwrite=True` replaces a run already in `<out>`. `stop_after`
     ends the run after that epoch (as an interruption would). Under `torchrun`, every process trains its share of
-    each global batch (DDP) and only rank 0 writes."""
-    run = start_run(cfg, resume=resume, overwrite=overwrite, log=log)     # set up; rank 0 holds the folder
-    try:
-        fit(run, stop_after)                                              # train, one transaction per epoch
-        finish(run)                                                       # the test figures still owed
-    finally:
-        if run.rank == 0: run.folder.unlock()
+    each global batch (DDP) and only rank 0 writes. SIGTERM, SIGINT or SIGUSR2 (Slurm's warning before a time
+    limit), or a stop request in the folder, stop it after the current step: partial.pt, then RunInterrupted."""
+    one = int(os.environ.get('WORLD_SIZE', '1')) == 1                     # one process (DDP: not stopped)
+    with stop_on_signals(RunFolder(default_out(cfg)), enable=one) as stop:  # a signal from here on stops it
+        run = start_run(cfg, resume=resume, overwrite=overwrite, log=log)  # set up; rank 0 holds the folder
+        run.stop = stop
+        try:
+            fit(run, stop_after)                                          # train, one transaction per epoch
+            finish(run)                                                   # the test figures still owed
+        finally:
+            if run.rank == 0: run.folder.unlock()
     return summarize(run.history, run.cfg)
 
 # %% ../nbs/17_train.ipynb #307f6486
