@@ -14,6 +14,7 @@ from typing import Sequence
 from .core import read_json, save_json
 from .config import Config
 from .runs import RunFolder, squeue
+from .tracking import close_run
 
 # %% auto #0
 __all__ = ['WORKER', 'SLURM_DEFAULTS', 'EXECUTORS', 'clone_notebook', 'experiment_notebook', 'run_experiment', 'cores',
@@ -55,9 +56,11 @@ def run_experiment(out_dir, notebook=None, log_output: bool = False, stdout=None
                             progress_bar=False, log_output=log_output, stdout_file=stdout)
     except BaseException:
         if partial.exists(): os.replace(partial, out / 'experiment-failed.ipynb')
+        close_run(out, out / 'experiment-failed.ipynb', failed=True)                 # when tracked: FAILED
         raise
     (out / 'experiment-failed.ipynb').unlink(missing_ok=True)
     os.replace(partial, out / 'experiment.ipynb')
+    close_run(out, out / 'experiment.ipynb')                  # when tracked: the notebook and figures as artifacts
     return read_json(out / 'metrics.json') or {}
 
 # %% ../nbs/21_launch.ipynb #la16

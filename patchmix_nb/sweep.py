@@ -20,6 +20,7 @@ from .config import FIELDS, PRESETS, RUN_FREE, Config, config_diff, config_hash
 from .config import field_of, make_config, parse_value
 from .runs import RunFolder
 from .launch import EXECUTORS, make_executor, progress_line
+from .tracking import prepare_store
 
 # %% auto #0
 __all__ = ['SEEDS5', 'SPECS', 'SPEC_KEYS', 'PATH_FIELDS', 'ALWAYS', 'METRICS', 'RUN_COLUMNS', 'PAPER_METHOD',
@@ -279,6 +280,7 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
         if r.folder.state() == 'failed': (r.dir / 'execution.json').unlink(missing_ok=True)
     say(f"[sweep] {len(runs)} runs in {out}: {len(todo)} to run, {len(kept)} kept | executor {executor}"
         + (f", {ex.parallel} at once" if executor == 'local' else ''))
+    if todo and todo[0].config.track: prepare_store(todo[0].config, say)    # the store, once, before the workers
     ex.start([r.dir for r in todo])
     if executor == 'slurm':
         say(f"[sweep] submitted {len(ex.jobs)} Slurm job(s): {', '.join(sorted(set(ex.jobs.values())))[:200]}")

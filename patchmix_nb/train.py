@@ -239,12 +239,17 @@ class TrainingRun:
     rank: int = 0
     world: int = 1
     say: Callable = print
+    callbacks: list = field(default_factory=list)   # cb(event, run): 'start', 'epoch' (after its commit), 'end'
 
     def barrier(self) -> None:
         if self.world > 1: dist.barrier()
 
 
 def _quiet(*a, **k): pass
+
+
+def _notify(run: TrainingRun, event: str) -> None:
+    for cb in run.callbacks: cb(event, run)
 
 # %% ../nbs/17_train.ipynb #25ed0e77
 def start_run(cfg: Config, resume: bool = False, overwrite: bool = False, log: Callable | None = print) -> TrainingRun:
@@ -328,6 +333,7 @@ def fit(run: TrainingRun, stop_after: int | None = None) -> None:
         run.say(f"epoch {epoch}/{run.cfg.epochs}: loss {h['loss']:.4f} | "
                 f"val Score {v.get('score', float('nan')):.2f} | {tst}{h['seconds']:.1f}s")
         _commit(run, best=selected)
+        _notify(run, 'epoch')
         run.barrier()
         if stop_after is not None and epoch >= stop_after: break
 
@@ -353,15 +359,19 @@ def finish(run: TrainingRun) -> None:
 
 
 def train(cfg: Config, resume: bool = False, stop_after: int | None = None, log: Callable | None = print,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, callbacks: list = ()) -> dict:
     """Train `cfg`, selecting on validation every epoch; write the run folder; return its metrics.
 
     `resume=True` continues from `<out>/last.pt`; `overwrite=True` replaces a run already in `<out>`. `stop_after`
     ends the run after that epoch (as an interruption would). Under `torchrun`, every process trains its share of
-    each global batch (DDP) and only rank 0 writes."""
+    each global batch (DDP) and only rank 0 writes. `callbacks` are called as `cb(event, run)` at the 'start', after
+    each epoch's commit ('epoch') and at the 'end' (experiment tracking: `tracking.tracked(cfg)`)."""
     run = start_run(cfg, resume=resume, overwrite=overwrite, log=log)     # set up
+    run.callbacks = list(callbacks)                                       # e.g. tracking.tracked(cfg)
+    _notify(run, 'start')
     fit(run, stop_after)                                                  # train, one transaction per epoch
     finish(run)                                                           # the test figures still owed
+    _notify(run, 'end')
     return summarize(run.history, run.cfg)
 
 # %% ../nbs/17_train.ipynb #307f6486
