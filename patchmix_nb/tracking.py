@@ -5,7 +5,7 @@
 # %% ../nbs/21_tracking.ipynb #tr3
 from __future__ import annotations
 
-import json, logging, os, platform, shutil, socket, subprocess, time
+import json, logging, os, platform, shutil, socket, subprocess, time, warnings
 from pathlib import Path
 from typing import Callable
 
@@ -13,12 +13,11 @@ from .core import patchmix_home, read_json, save_json
 from .config import Config, config_hash
 
 # %% auto #0
-__all__ = ['TRACKERS', 'store_uri', 'experiment_name', 'open_experiment', 'prepare_store', 'code_version',
-           'epoch_metrics', 'result_metrics', 'MlflowTracker', 'tracked', 'close_run', 'search_runs',
-           'metric_history', 'plot_store']
+__all__ = ['store_uri', 'experiment_name', 'open_experiment', 'prepare_store', 'code_version', 'epoch_metrics',
+           'result_metrics', 'MlflowTracker', 'tracked', 'close_run', 'search_runs', 'metric_history',
+           'plot_store']
 
 # %% ../nbs/21_tracking.ipynb #tr6
-TRACKERS = ('mlflow',)
 _HTTP_DEFAULTS = {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '1', 'MLFLOW_HTTP_REQUEST_TIMEOUT': '15'}
 
 
@@ -44,6 +43,7 @@ def _client(uri: str):
     for k, v in _HTTP_DEFAULTS.items(): os.environ.setdefault(k, v)
     from mlflow.tracking import MlflowClient
     for name in ('alembic', 'mlflow'): logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings('ignore', 'The ``noload`` loader strategy', DeprecationWarning)   # MLflow on SQLAlchemy 2.1
     _new_sqlite(uri)
     return MlflowClient(tracking_uri=uri)
 
