@@ -81,9 +81,10 @@ def open_experiment(uri: str, name: str) -> str:
 
 
 def prepare_store(cfg: Config, say: Callable = print) -> bool:
-    "Create the store and the experiment once (a sweep, before its workers start); False, with one line, if it fails."
+    "Create the store and the experiment once (a sweep, before its workers start), saying where; False if it fails."
     try:
         open_experiment(store_uri(cfg), experiment_name(cfg))
+        say(f"tracking: MLflow experiment {experiment_name(cfg)!r} in {store_uri(cfg)}")
         return True
     except Exception as e:
         say(f"warning: MLflow tracking is off ({store_uri(cfg)}: {_one_line(e)}); the runs go on untracked")

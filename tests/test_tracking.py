@@ -46,6 +46,7 @@ def test_tracked_sweep_store_equals_summary(tracked_sweep):
     out, runs, said = tracked_sweep
     summary = pd.read_csv(out / 'summary.csv').set_index('name')
     assert (out / 'mlflow.db').exists() and not [s for s in said if 'warning' in s], said
+    assert f"tracking: MLflow experiment 'sw' in sqlite:///{out / 'mlflow.db'}" in said
     store = search_runs(f"sqlite:///{out / 'mlflow.db'}", 'sw').set_index('tags.mlflow.runName')
     assert sorted(store.index) == sorted(summary.index) == ['ce_seed0', 'patchmix_cl_seed0']   # one per grid point
     for name, row in summary.iterrows():
@@ -141,12 +142,17 @@ def test_unreachable_store_is_one_line_and_rank_0_only(tmp_path, monkeypatch):
     assert len(said) == 1 and other.client is None                  # rank 1 never touches the store
 
 
-def test_track_is_a_checked_config_field():
+def test_track_is_a_checked_config_field(capsys):
     assert make_config(track='mlflow').track == 'mlflow' and make_config().track is None
     with pytest.raises(ValueError, match=r"^track must be one of None, mlflow; got 'wandb'$"):
         make_config(track='wandb')
     from patchmix_nb.config import config_hash
     assert config_hash(make_config(track='mlflow', experiment='x')) == config_hash(make_config())   # same run
+    from patchmix_nb.cli import build_parser, config_from_args, main
+    assert config_from_args(build_parser().parse_args(['train', '--track', 'mlflow'])).track == 'mlflow'
+    assert main(['train', '--track', 'wandb', '--epochs', '1']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "patchmix train: error: track must be one of None, mlflow; got 'wandb'", err
 
 
 def test_import_does_not_load_mlflow():
