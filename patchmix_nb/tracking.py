@@ -231,12 +231,15 @@ def metric_history(uri: str, run_id: str, keys=('loss', 'val_score', 'test_score
 def plot_store(uri: str, experiment: str, keys=('loss', 'val_score', 'test_score')):
     "One panel per metric, a curve per run of the experiment, read from the store."
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     runs = search_runs(uri, experiment)
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
     for _, r in runs.iterrows():
         h = metric_history(uri, r.run_id, keys)
         for ax, k in zip(axes, keys): ax.plot(h.index, h[k], marker='o', label=r['tags.mlflow.runName'])
-    for ax, k in zip(axes, keys): ax.set(xlabel='epoch', title=k)
+    for ax, k in zip(axes, keys):
+        ax.set(xlabel='epoch', title=k)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].legend(fontsize=7)
     fig.suptitle(f"experiment {experiment!r}, read from {uri}", fontsize=9)
     fig.tight_layout()
