@@ -271,8 +271,9 @@ def cmd_prepare(a) -> int:
 def cmd_train(a) -> int:
     from patchmix_nb.devices import rank
     from patchmix_nb.train import default_out, train
+    from patchmix_nb.tracking import tracked
     cfg = config_from_args(a)
-    m = train(cfg, resume=a.resume, overwrite=a.overwrite)
+    m = train(cfg, resume=a.resume, overwrite=a.overwrite, callbacks=tracked(cfg))
     if rank() != 0: return 0                                  # under torchrun, rank 0 reports
     t, u = m['test'], m['upstream_best_on_test']
     print(f"test (epoch {m['selected_epoch']}, selected on validation): "

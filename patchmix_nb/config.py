@@ -92,6 +92,11 @@ class Config:
     skip_bad: bool = _f(False, 'leave out recordings that fail validation (they are listed) instead of stopping')
     progress: bool = _f(True, 'progress bar per epoch', run_free=True)
     preset: str | None = _f(None, 'the preset these values started from (informational)', run_free=True)
+    # tracking (nbs/21_tracking)
+    track: str | None = _f(None, "experiment tracking: None (off) or 'mlflow' (MLFLOW_TRACKING_URI, else mlflow.db "
+                           "beside the run folder)", run_free=True)
+    experiment: str | None = _f(None, 'MLflow experiment; None = the name of the folder holding the run (a sweep\'s)',
+                                run_free=True)
 
     def __post_init__(self):
         _check_types(self)                                  # every field holds its declared type (cfg7b)
@@ -184,7 +189,7 @@ def _one_of(cfg: Config, name: str, allowed) -> None:
 CHOICES = {'method': METHODS, 'specaug': SPECAUG, 'pool': ('cls', 'mean'), 'norm': ('audioset', 'dataset'),
            'precision': PRECISIONS, 'class_split': CLASS_SPLITS, 'pos_embed_mode': POS_EMBED_MODES,
            'target_type': TARGET_TYPES, 'negative_pair': ('all', 'diff_label'), 'pad': ('repeat', 'zero'),
-           'mix_mode': ('random', 'time')}
+           'mix_mode': ('random', 'time'), 'track': (None, 'mlflow')}
 
 
 def check_config(cfg: Config) -> Config:

@@ -14,6 +14,7 @@ from typing import Sequence
 from .core import read_json, save_json
 from .config import Config, show_value
 from .runs import PARTIAL, STOPPED, RunFolder
+from .tracking import close_run
 
 # %% auto #0
 __all__ = ['WORKER', 'SLURM_KEYS', 'SLURM_DEFAULTS', 'EXECUTORS', 'clone_notebook', 'experiment_notebook',
@@ -62,9 +63,11 @@ def run_experiment(out_dir, notebook=None, log_output: bool = False, stdout=None
                             progress_bar=False, log_output=log_output, stdout_file=stdout)
     except BaseException as e:
         if partial.exists() and not _interruption(e): os.replace(partial, out / 'experiment-failed.ipynb')
+        if not _interruption(e): close_run(out, out / 'experiment-failed.ipynb', failed=True)  # tracked: FAILED
         raise
     (out / 'experiment-failed.ipynb').unlink(missing_ok=True)
     os.replace(partial, out / 'experiment.ipynb')
+    close_run(out, out / 'experiment.ipynb')                  # when tracked: the notebook and figures as artifacts
     return read_json(out / 'metrics.json') or {}
 
 # %% ../nbs/21_launch.ipynb #la16

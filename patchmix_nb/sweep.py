@@ -21,6 +21,7 @@ from .config import FIELDS, PRESETS, RUN_FREE, Config, config_diff, config_hash
 from .config import field_of, make_config, parse_value, show_value
 from .runs import ASK, RunFolder, queue_snapshot
 from .launch import EXECUTORS, check_slurm, make_executor, pin_home, progress_line, requeue_count
+from .tracking import prepare_store
 
 # %% auto #0
 __all__ = ['MAX_POINTS', 'SEEDS5', 'SPECS', 'SPEC_KEYS', 'MAX_SPEC_BYTES', 'MAX_SPEC_NODES', 'PATH_FIELDS', 'ALWAYS',
@@ -384,6 +385,7 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
         if r.folder.state(queue) == 'failed': (r.dir / 'execution.json').unlink(missing_ok=True)
     say(f"[sweep] {len(runs)} runs in {out}: {len(todo)} to run, {len(kept)} kept | executor {executor}"
         + (f", {ex.parallel} at once" if executor == 'local' else ''))
+    if todo and todo[0].config.track: prepare_store(todo[0].config, say)    # the store, once, before the workers
     ex.start([r.dir for r in todo])
     if executor == 'slurm':
         say(f"[sweep] submitted {len(ex.jobs)} Slurm job(s): {', '.join(sorted(set(ex.jobs.values())))[:200]}")

@@ -249,12 +249,17 @@ class TrainingRun:
     say: Callable = print
     part: dict | None = None           # partial.pt of a run stopped mid-epoch: where the next epoch starts
     stop: Callable = lambda: None      # why the run should stop now (a signal, a stop request), or None
+    callbacks: list = field(default_factory=list)   # cb(event, run): 'start', 'epoch' (after its commit), 'end'
 
     def barrier(self) -> None:
         if self.world > 1: dist.barrier()
 
 
 def _quiet(*a, **k): pass
+
+
+def _notify(run: TrainingRun, event: str) -> None:
+    for cb in run.callbacks: cb(event, run)
 
 # %% ../nbs/17_train.ipynb #25ed0e77
 def start_run(cfg: Config, resume: bool = False, overwrite: bool = False, log: Callable | None = print) -> TrainingRun:
@@ -424,6 +429,7 @@ def _fit_epoch(run: TrainingRun, epoch: int) -> None:
     run.say(f"epoch {epoch}/{run.cfg.epochs}: loss {h['loss']:.4f} | "
             f"val Score {v.get('score', float('nan')):.2f} | {tst}{h['seconds']:.1f}s")
     _commit(run, best=selected)
+    _notify(run, 'epoch')
     run.barrier()
 
 # %% ../nbs/17_train.ipynb #fincode
@@ -448,20 +454,24 @@ def finish(run: TrainingRun) -> None:
 
 
 def train(cfg: Config, resume: bool = False, stop_after: int | None = None, log: Callable | None = print,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, callbacks: list = ()) -> dict:
     """Train `cfg`, selecting on validation every epoch; write the run folder; return its metrics.
 
     `resume=True` continues from `<out>/last.pt`; `overwrite=True` replaces a run already in `<out>`. `stop_after`
     ends the run after that epoch (as an interruption would). Under `torchrun`, every process trains its share of
     each global batch (DDP) and only rank 0 writes. SIGTERM, SIGINT or SIGUSR2 (Slurm's warning before a time
-    limit), or a stop request in the folder, stop it after the current step: partial.pt, then RunInterrupted."""
+    limit), or a stop request in the folder, stop it after the current step: partial.pt, then RunInterrupted.
+    `callbacks` are called as `cb(event, run)` at the 'start', after each epoch's commit ('epoch') and at the 'end'
+    (experiment tracking: `tracking.tracked(cfg)`)."""
     one = int(os.environ.get('WORLD_SIZE', '1')) == 1                     # one process (DDP: not stopped)
     with stop_on_signals(RunFolder(default_out(cfg)), enable=one) as stop:  # a signal from here on stops it
         run = start_run(cfg, resume=resume, overwrite=overwrite, log=log)  # set up; rank 0 holds the folder
-        run.stop = stop
+        run.stop, run.callbacks = stop, list(callbacks)                    # callbacks: e.g. tracking.tracked(cfg)
         try:
+            _notify(run, 'start')
             fit(run, stop_after)                                          # train, one transaction per epoch
             finish(run)                                                   # the test figures still owed
+            _notify(run, 'end')
         finally:
             if run.rank == 0: run.folder.unlock()
     return summarize(run.history, run.cfg)
