@@ -77,7 +77,7 @@ TRAIN_CASES = {   # extra args -> text expected in the one-line error
     'batch-1': (['--batch-size', '1'], ['batch_size >= 2']),
     'diagnosis-n-cls': (['--class-split', 'diagnosis', '--n-cls', '4'], ['n_cls must be one of 2, 3']),
     'val-fraction': (['--val-fraction', '1.5'], ['val_fraction must be in [0, 1)']),
-    'test-fold': (['--test-fold', '7'], ["test_fold must be 'official' or 0..4"]),
+    'test-fold': (['--test-fold', '7'], ["test_fold must be 'official', 'official-disjoint' or 0..4"]),
     'pretrained-missing': (['--pretrained', '/nonexistent/w.pth'], ['/nonexistent/w.pth: pretrained checkpoint not found']),
 }
 
