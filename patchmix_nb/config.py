@@ -37,9 +37,9 @@ def _f(default, help: str, run_free: bool = False, resume_free: bool = False):
 class Config:
     "Every knob of a run: the CLI flags, the papermill parameters, the grid fields and the presets are views of it."
     # data
+    data_dir: str | None = _f(None, 'ICBHI or SPRSound folder; None = the embedded synthetic set', resume_free=True)
     dataset: str = _f('icbhi', "'icbhi' or 'sprsound' (its event tasks); a data_dir in SPRSound's official layout is "
                       "recognised by itself")
-    data_dir: str | None = _f(None, 'ICBHI or SPRSound folder; None = the embedded synthetic set', resume_free=True)
     synthetic_recordings: int = _f(48, 'size of the embedded synthetic set used when data_dir is None')
     cache: str | None = _f(None, 'feature-cache folder; None = $PATCHMIX_HOME/cache', run_free=True)
     test_fold: str = _f('official', "'official' (60/40 split), 'official-disjoint' (its test set without the patients "

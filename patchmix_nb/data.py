@@ -26,8 +26,8 @@ from .devices import rank, world_size
 
 # %% auto #0
 __all__ = ['ICBHI_OF_EVENT', 'SOURCES', 'Task', 'n_frames_for', 'specaug_time_width', 'class_weights', 'Data',
-           'cache_root', 'check_index', 'load_data', 'EventTask', 'EventIndex', 'ensure_synthetic_sprsound',
-           'Source', 'resolve_dataset', 'CycleDataset', 'ShardedBatches', 'train_loader', 'eval_loader']
+           'EventTask', 'EventIndex', 'ensure_synthetic_sprsound', 'Source', 'resolve_dataset', 'cache_root',
+           'check_index', 'load_data', 'CycleDataset', 'ShardedBatches', 'train_loader', 'eval_loader']
 
 # %% ../nbs/14_data.ipynb #da6
 @dataclass(frozen=True)
@@ -126,46 +126,6 @@ class Data:
         return df.assign(row=rows, split=self.split[rows], label=self.labels[rows],
                          class_name=[self.task.names[i] for i in self.labels[rows]])
 
-# %% ../nbs/14_data.ipynb #da16
-def cache_root(cfg: Config) -> Path:
-    "Where feature caches live: cfg.cache or $PATCHMIX_HOME/cache."
-    return Path(cfg.cache) if cfg.cache else patchmix_home() / 'cache'
-
-
-def check_index(index, skip_bad: bool = False, warn: Callable | None = None) -> None:
-    "Stop on the first refused recording (naming file and line), unless `skip_bad`: then list what is left out."
-    if not index.problems: return
-    n = len(index.problems)
-    if not skip_bad:
-        more = f" (and {n - 1} more problem(s))" if n > 1 else ''
-        raise ICBHIError(f"{index.problems[0]}{more}; fix the files, or pass skip_bad / --skip-bad to leave them out")
-    say = warn or (lambda m: warnings.warn(m, stacklevel=3))
-    say(f"{n} problem(s), left out: " + '; '.join(map(str, index.problems[:5])))
-
-
-def load_data(cfg: Config, progress: bool = False) -> Data:
-    "Index cfg.data_dir (or the synthetic default), build/reuse its feature cache, split and label its cycles."
-    cfg = resolve_dataset(cfg)
-    source = SOURCES[cfg.dataset]
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else source.synthetic(cfg)
-    index = source.index(data_dir)
-    check_index(index, cfg.skip_bad)
-    if len(index.cycles) == 0:
-        raise ValueError(f"{data_dir}: no usable cycles. {index.summary()}")
-    cache_dir = spr.guard_sprsound(cache_root(cfg), 'cache')                # never inside a dataset folder
-    cache = build_cache(index, cache_dir, duration=cfg.duration, pad=cfg.pad, progress=progress,
-                        missing='skip' if cfg.skip_bad else 'error')
-    split = source.split(index, cfg)
-    task = Task.of(cfg)
-    key = pd.MultiIndex.from_frame(index.cycles[['stem', 'cycle']])
-    rows = pd.MultiIndex.from_frame(cache.cycles[['stem', 'cycle']])
-    split = pd.Series(np.asarray(split), index=key).reindex(rows)
-    labels = pd.Series(task.labels(index), index=key).reindex(rows)
-    if split.isna().any() or labels.isna().any():
-        raise ValueError(f"{cache.path}: the feature cache does not match the index of {data_dir} "
-                         "(rebuild it: patchmix prepare)")
-    return Data(data_dir, index, cache, split.to_numpy(dtype=object), labels.to_numpy().astype(np.int64), task)
-
 # %% ../nbs/14_data.ipynb #spd2
 ICBHI_OF_EVENT = {'Normal': 0, 'Fine Crackle': 1, 'Coarse Crackle': 1, 'Wheeze': 2, 'Rhonchi': 2, 'Stridor': 2,
                   'Wheeze+Crackle': 3}   # SPRSound event label -> ICBHI class (normal, crackle, wheeze, both)
@@ -260,6 +220,46 @@ def resolve_dataset(cfg: Config) -> Config:
     if cfg.dataset != 'sprsound' and cfg.data_dir and spr.is_sprsound(cfg.data_dir):
         return check_config(replace(cfg, dataset='sprsound'))
     return cfg
+
+# %% ../nbs/14_data.ipynb #da16
+def cache_root(cfg: Config) -> Path:
+    "Where feature caches live: cfg.cache or $PATCHMIX_HOME/cache."
+    return Path(cfg.cache) if cfg.cache else patchmix_home() / 'cache'
+
+
+def check_index(index, skip_bad: bool = False, warn: Callable | None = None) -> None:
+    "Stop on the first refused recording (naming file and line), unless `skip_bad`: then list what is left out."
+    if not index.problems: return
+    n = len(index.problems)
+    if not skip_bad:
+        more = f" (and {n - 1} more problem(s))" if n > 1 else ''
+        raise ICBHIError(f"{index.problems[0]}{more}; fix the files, or pass skip_bad / --skip-bad to leave them out")
+    say = warn or (lambda m: warnings.warn(m, stacklevel=3))
+    say(f"{n} problem(s), left out: " + '; '.join(map(str, index.problems[:5])))
+
+
+def load_data(cfg: Config, progress: bool = False) -> Data:
+    "Index cfg.data_dir (or the synthetic default), build/reuse its feature cache, split and label its cycles."
+    cfg = resolve_dataset(cfg)
+    source = SOURCES[cfg.dataset]
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else source.synthetic(cfg)
+    index = source.index(data_dir)
+    check_index(index, cfg.skip_bad)
+    if len(index.cycles) == 0:
+        raise ValueError(f"{data_dir}: no usable cycles. {index.summary()}")
+    cache_dir = spr.guard_sprsound(cache_root(cfg), 'cache')                # never inside a dataset folder
+    cache = build_cache(index, cache_dir, duration=cfg.duration, pad=cfg.pad, progress=progress,
+                        missing='skip' if cfg.skip_bad else 'error')
+    split = source.split(index, cfg)
+    task = Task.of(cfg)
+    key = pd.MultiIndex.from_frame(index.cycles[['stem', 'cycle']])
+    rows = pd.MultiIndex.from_frame(cache.cycles[['stem', 'cycle']])
+    split = pd.Series(np.asarray(split), index=key).reindex(rows)
+    labels = pd.Series(task.labels(index), index=key).reindex(rows)
+    if split.isna().any() or labels.isna().any():
+        raise ValueError(f"{cache.path}: the feature cache does not match the index of {data_dir} "
+                         "(rebuild it: patchmix prepare)")
+    return Data(data_dir, index, cache, split.to_numpy(dtype=object), labels.to_numpy().astype(np.int64), task)
 
 # %% ../nbs/14_data.ipynb #da21
 class CycleDataset(Dataset):
