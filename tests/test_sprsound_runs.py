@@ -14,7 +14,8 @@ from patchmix_nb.icbhi import CLASSES
 from patchmix_nb.inference import evaluate_run, on_dataset
 from patchmix_nb.sprsound import EVENT_LABELS, load_index, make_synthetic_sprsound
 
-SMOKE = ['--preset', 'smoke', '--device', 'cpu', '--no-progress', '--precision', 'fp32']
+SMOKE = ['--preset', 'smoke', '--device', 'cpu', '--no-progress', '--precision', 'fp32', '--max-steps', '1',
+         '--no-report-best-on-test']
 
 
 @pytest.fixture(scope='module')
@@ -124,7 +125,7 @@ def test_train_eval_predict_on_sprsound(spr_run, folder, cache, capsys):
 
 def test_icbhi_run_evaluated_on_sprsound(folder, cache, tmp_path, capsys):
     run = tmp_path / 'icbhi'
-    rc, _, err = run_main(capsys, 'train', *SMOKE, '--cache', cache, '--out', run)
+    rc, _, err = run_main(capsys, 'train', *SMOKE, '--out', run)        # the synthetic ICBHI and its shared cache
     assert rc == 0, err
     rc, out, err = run_main(capsys, 'eval', '--ckpt', run / 'best.pt', '--data', folder, '--dataset', 'sprsound',
                             '--cache', cache, '--json')
