@@ -15,6 +15,7 @@ import torch
 
 from .icbhi import Cycle, ICBHIError, audio_info, check_recording
 from .audio import load_cycles
+from .dataset import holds_icbhi
 from .features import fbank
 from . import sprsound as spr
 from .metrics import confusion_matrix, per_group_scores
@@ -86,7 +87,9 @@ def predict_recording(ckpt, wav, txt=None, device: str = 'cpu', dataset: str | N
 # %% ../nbs/18_inference.ipynb #inx2
 def on_dataset(cfg: Config, dataset: str | None = None) -> Config:
     "A run's config pointed at `dataset` (None: the dataset its data_dir holds), keeping the model's label set."
-    if dataset is None: dataset = 'sprsound' if cfg.data_dir and spr.is_sprsound(cfg.data_dir) else cfg.dataset
+    if dataset is None and cfg.data_dir:
+        dataset = 'sprsound' if spr.is_sprsound(cfg.data_dir) else 'icbhi' if holds_icbhi(cfg.data_dir) else None
+    dataset = dataset or cfg.dataset
     if dataset == cfg.dataset: return cfg
     if dataset == 'sprsound' and cfg.class_split != 'lungsound':
         raise ValueError(f"a {cfg.class_split} model cannot be scored on SPRSound, whose labels are lung sounds")

@@ -97,6 +97,20 @@ def test_dataset_is_recognised_checked_and_mapped(folder):
     assert SOURCES['sprsound'].group == 'subset' and SOURCES['icbhi'].group == 'device'
 
 
+def test_eval_target_follows_the_folder(folder, tmp_path):
+    "on_dataset: the folder says which dataset (either way); the model's label set must exist there."
+    (tmp_path / 'ICBHI_final_database').mkdir()
+    icbhi = str(tmp_path)
+    c = on_dataset(Config(dataset='sprsound', n_cls=4, test_fold='inter', data_dir=icbhi))
+    assert (c.dataset, c.n_cls, c.test_fold) == ('icbhi', 4, 'official')
+    assert on_dataset(Config(n_cls=2, test_fold='3', data_dir=str(folder))).test_fold == 'official'
+    with pytest.raises(ValueError, match='no ICBHI label set'):
+        on_dataset(Config(dataset='sprsound', data_dir=icbhi))
+    with pytest.raises(ValueError, match='diagnosis model cannot be scored on SPRSound'):
+        on_dataset(Config(class_split='diagnosis', data_dir=str(folder)))
+    assert on_dataset(Config(dataset='sprsound', data_dir=str(folder))).dataset == 'sprsound'   # unchanged
+
+
 def test_train_eval_predict_on_sprsound(spr_run, folder, cache, capsys):
     cfg = json.loads((spr_run / 'config.json').read_text())
     assert (cfg['dataset'], cfg['n_cls'], cfg['test_fold']) == ('sprsound', 7, 'official')
