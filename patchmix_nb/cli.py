@@ -11,14 +11,15 @@ from pathlib import Path
 from .icbhi import ICBHIError
 from .dataset import TEST_FOLDS, load_index, protocol_stats
 from .ast import CheckpointError
-from .config import CHOICES, FIELDS, METHODS, PRESETS, field_of, make_config, parse_value, show_value
+from .config import CHOICES, DATASETS, FIELDS, METHODS, PRESETS, field_of, make_config, parse_value, show_value
 from .launch import pin_home
+from . import sprsound as spr
 
 # %% auto #0
 __all__ = ['ALIASES', 'CHOICE_OF', 'USER_ERRORS', 'MAX_ERROR', 'COMMANDS', 'add_config_flags', 'config_values',
-           'config_from_args', 'add_sweep_args', 'build_parser', 'format_stats', 'cmd_synth', 'cmd_stats',
-           'format_protocol', 'cmd_prepare', 'cmd_train', 'cmd_eval', 'cmd_predict', 'cmd_sweep', 'cmd_demo',
-           'main']
+           'config_from_args', 'add_sweep_args', 'dataset_of', 'build_parser', 'format_stats', 'cmd_synth',
+           'cmd_stats', 'format_sprsound_stats', 'format_protocol', 'cmd_prepare', 'cmd_train', 'cmd_eval',
+           'format_eval', 'cmd_predict', 'cmd_sweep', 'cmd_demo', 'main']
 
 # %% ../nbs/23_cli.ipynb #3cc53fc6
 ALIASES = {'data_dir': ['--data'], 'out_dir': ['--out']}
@@ -136,6 +137,17 @@ def add_sweep_args(p) -> None:
     _where_to_run(p)
 
 # %% ../nbs/23_cli.ipynb #a08f8cc2
+def _dataset_flag(p, more: str = '') -> None:
+    p.add_argument('--dataset', choices=DATASETS, help='icbhi or sprsound (default: a folder in SPRSound\'s official '
+                   'layout is SPRSound, any other ICBHI)' + more)
+
+
+def dataset_of(a) -> str:
+    "The dataset a data command reads: --dataset, else what its data folder holds."
+    if a.dataset: return a.dataset
+    return 'sprsound' if getattr(a, 'data_dir', None) and spr.is_sprsound(a.data_dir) else 'icbhi'
+
+
 def _data_commands(sub) -> None:
     p = sub.add_parser('synth', help='write a synthetic ICBHI set in the official layout')
     p.add_argument('out', help='output folder (created; must be empty)')
@@ -143,15 +155,18 @@ def _data_commands(sub) -> None:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--full', action='store_true', help="ICBHI's size: 920 recordings, 126 patients, ~6,900 cycles")
     p.add_argument('--workers', type=int, default=None, help='processes (default: one per core, up to 4)')
-    p = sub.add_parser('stats', help='statistics of an ICBHI folder (audio optional)')
-    p.add_argument('data_dir', help='ICBHI folder: official layout, flat, or annotations only')
+    _dataset_flag(p)
+    p = sub.add_parser('stats', help='statistics of an ICBHI or SPRSound folder (audio optional for ICBHI)')
+    p.add_argument('data_dir', help='ICBHI folder (official layout, flat, or annotations only) or SPRSound folder')
+    _dataset_flag(p)
     p.add_argument('--split', help='split file (default: searched in DATA_DIR and its parent)')
     p.add_argument('--diagnosis', help='diagnosis file')
     p.add_argument('--folds', help='patient fold file')
     p.add_argument('--test-fold', help="also what this protocol tests on: official, official-disjoint or a fold 0..4")
     p.add_argument('--json', action='store_true', help='print JSON')
     p = sub.add_parser('prepare', help="compute every cycle's fbank once into the feature cache")
-    p.add_argument('data_dir', nargs='?', help='ICBHI folder (default: the embedded synthetic set)')
+    p.add_argument('data_dir', nargs='?', help='ICBHI or SPRSound folder (default: the embedded synthetic set)')
+    _dataset_flag(p)
     p.add_argument('--cache', help='cache folder (default: $PATCHMIX_HOME/cache)')
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--dtype', default='float16', choices=['float16', 'float32'])
@@ -169,7 +184,8 @@ def _model_commands(sub) -> None:
     p.add_argument('--overwrite', action='store_true', help='replace a run already in OUT (default: refuse)')
     p = sub.add_parser('eval', help='score a checkpoint')
     p.add_argument('--ckpt', required=True)
-    p.add_argument('--data', dest='data_dir', help='ICBHI folder (default: the training data)')
+    p.add_argument('--data', dest='data_dir', help='ICBHI or SPRSound folder (default: the training data)')
+    _dataset_flag(p, " (another than the run's: scored in the run's classes, through the class mapping)")
     p.add_argument('--split', default='test', choices=['train', 'val', 'test'])
     p.add_argument('--cache')
     p.add_argument('--device', default='cpu')
@@ -177,7 +193,9 @@ def _model_commands(sub) -> None:
     p = sub.add_parser('predict', help='per-cycle labels of one recording')
     p.add_argument('--ckpt', required=True)
     p.add_argument('wav')
-    p.add_argument('txt', nargs='?', help='annotation file (cycles); default: clip-length windows')
+    p.add_argument('txt', nargs='?', help='annotation file: ICBHI .txt (cycles) or SPRSound .json (events); '
+                   'default: clip-length windows')
+    _dataset_flag(p, ' of the annotation file (default: .json is SPRSound)')
     p.add_argument('--device', default='cpu')
     p.add_argument('--json', action='store_true')
 
@@ -216,6 +234,12 @@ def format_stats(s: dict) -> str:
 def cmd_synth(a) -> int:
     from patchmix_nb.synthetic import make_synthetic
     t0 = time.time()
+    if a.dataset == 'sprsound':
+        if a.full: raise ValueError("--full is ICBHI's size; a synthetic SPRSound takes --recordings N")
+        s = spr.load_index(spr.make_synthetic_sprsound(a.out, recordings=a.recordings, seed=a.seed)).stats()
+        print(f"wrote {a.out}: SPRSound, {s['recordings']} recordings, {s['patients']} patients, {s['events']} events "
+              f"in {time.time() - t0:.1f}s")
+        return 0
     out = make_synthetic(a.out, recordings=a.recordings, seed=a.seed, full=a.full, workers=a.workers, progress=True)
     s = load_index(out).stats()
     print(f"wrote {out}: {s['recordings']} recordings, {s['patients']} patients, {s['cycles']} cycles "
@@ -224,6 +248,7 @@ def cmd_synth(a) -> int:
 
 
 def cmd_stats(a) -> int:
+    if dataset_of(a) == 'sprsound': return _sprsound_stats(a)
     idx = load_index(a.data_dir, split_file=a.split, diagnosis_file=a.diagnosis, folds_file=a.folds, audio=True)
     s = idx.stats()
     if a.test_fold is not None:
@@ -240,6 +265,28 @@ def cmd_stats(a) -> int:
     return 0
 
 
+def format_sprsound_stats(s: dict) -> str:
+    "A human-readable table of `SPRIndex.stats()`: per split, recordings, patients, events per label; records."
+    lines = [f"recordings {s['recordings']}  patients {s['patients']}  events {s['events']}"]
+    for name, sp in s['splits'].items():
+        lines.append(f"  {name:10s}: {sp['recordings']:4d} recordings {sp['patients']:4d} patients {sp['events']:5d} "
+                     "events  " + '  '.join(f"{k} {v}" for k, v in sp['event_types'].items() if v))
+    for key in ('records', 'patients_in_train', 'locations', 'sample_rates', 'age', 'event_durations'):
+        if s.get(key): lines.append(f"{key}: {json.dumps(s[key])}")
+    return '\n'.join(lines)
+
+
+def _sprsound_stats(a) -> int:
+    given = [f for f in ('split', 'diagnosis', 'folds', 'test_fold') if getattr(a, f) is not None]
+    if given: raise ValueError(f"--{given[0].replace('_', '-')} is for ICBHI folders; {a.data_dir} is SPRSound "
+                               "(its splits are its folders)")
+    idx = spr.load_index(a.data_dir)
+    s = idx.stats()
+    if a.json: _print_json(s)
+    else: print(idx.summary() + '\n' + format_sprsound_stats(s))
+    return 0
+
+
 def format_protocol(p: dict) -> str:
     "One line: what a protocol tests on (and, leak-free, what it removed)."
     line = (f"test_fold {p['test_fold']}: test {p['test_recordings']} recordings, {p['test_cycles']} cycles, "
@@ -252,18 +299,20 @@ def format_protocol(p: dict) -> str:
 
 def cmd_prepare(a) -> int:
     from patchmix_nb.core import patchmix_home
-    from patchmix_nb.data import check_index
+    from patchmix_nb.data import SOURCES, check_index, ensure_synthetic_sprsound
     from patchmix_nb.features import build_cache
-    from patchmix_nb.dataset import guard_output
     from patchmix_nb.synthetic import ensure_synthetic
-    cache_dir = guard_output(a.cache or patchmix_home() / 'cache', 'cache')  # never inside a dataset folder
-    idx = load_index(Path(a.data_dir) if a.data_dir else ensure_synthetic())
+    cache_dir = spr.guard_sprsound(a.cache or patchmix_home() / 'cache', 'cache')  # never inside a dataset folder
+    ds = dataset_of(a)
+    default = ensure_synthetic_sprsound if ds == 'sprsound' else ensure_synthetic
+    idx = SOURCES[ds].index(Path(a.data_dir) if a.data_dir else default())
     check_index(idx, a.skip_bad, warn=lambda m: print(f"patchmix prepare: {m}", file=sys.stderr))
     t0 = time.time()
     cache = build_cache(idx, cache_dir, workers=a.workers, dtype=a.dtype, progress=a.progress, pad=a.pad,
                         duration=a.duration, missing='skip' if a.skip_bad else 'error')
     size = sum(f.stat().st_size for f in cache.path.iterdir()) / 1e6
-    print(f"cache {cache.path}: {len(cache)} cycles, features {tuple(cache.features.shape)} {cache.features.dtype}, "
+    items = 'events' if ds == 'sprsound' else 'cycles'
+    print(f"cache {cache.path}: {len(cache)} {items}, features {tuple(cache.features.shape)} {cache.features.dtype}, "
           f"{size:.1f} MB, ready in {time.time() - t0:.1f}s")
     return 0
 
@@ -287,15 +336,27 @@ def cmd_train(a) -> int:
 
 def cmd_eval(a) -> int:
     from patchmix_nb.inference import evaluate_run
-    r = evaluate_run(a.ckpt, data_dir=a.data_dir, split=a.split, device=a.device, cache=a.cache)
+    r = evaluate_run(a.ckpt, data_dir=a.data_dir, split=a.split, device=a.device, cache=a.cache, dataset=a.dataset)
     if a.json: _print_json(r)
-    else: print(f"{a.split} ({r['n']} cycles): Sp {r['sp']:.2f}  Se {r['se']:.2f}  Score {r['score']:.2f}")
+    else: print(format_eval(r))
     return 0
+
+
+def format_eval(r: dict) -> str:
+    "The overall line, then one per group (device or SPRSound test set), with SPRSound's Score where it has one."
+    items = 'events' if r.get('dataset') == 'sprsound' else 'cycles'
+    lines = [f"{r['split']} ({r['n']} {items}): Sp {r['sp']:.2f}  Se {r['se']:.2f}  Score {r['score']:.2f}"]
+    for g in r.get('groups', []):
+        if g['group'] == 'all': continue
+        extra = f"  SPRSound Score {g['spr_score']:.2f}" if 'spr_score' in g else ''
+        lines.append(f"  {g['group']:10s} ({g['n']:5d}): Sp {g['sp']:6.2f}  Se {g['se']:6.2f}  Score {g['score']:6.2f}"
+                     + extra)
+    return '\n'.join(lines)
 
 
 def cmd_predict(a) -> int:
     from patchmix_nb.inference import predict_recording
-    df = predict_recording(a.ckpt, a.wav, a.txt, device=a.device)
+    df = predict_recording(a.ckpt, a.wav, a.txt, device=a.device, dataset=a.dataset)
     print(df.to_json(orient='records', indent=2) if a.json else df.to_string(index=False))
     return 0
 

@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['METHODS', 'SPECAUG', 'PRECISIONS', 'POS_EMBED_MODES', 'TARGET_TYPES', 'N_CLS', 'CLASS_SPLITS', 'FIELDS',
-           'RUN_FREE', 'RESUME_FREE', 'PRESETS', 'CHOICES', 'Config', 'show_value', 'make_config',
-           'check_config', 'as_config', 'config_hash', 'config_diff', 'field_of', 'parse_as', 'parse_value']
+__all__ = ['METHODS', 'SPECAUG', 'PRECISIONS', 'POS_EMBED_MODES', 'TARGET_TYPES', 'N_CLS', 'CLASS_SPLITS', 'DATASETS',
+           'SPR_N_CLS', 'SPR_TEST_FOLDS', 'FIELDS', 'RUN_FREE', 'RESUME_FREE', 'PRESETS', 'CHOICES', 'Config',
+           'show_value', 'make_config', 'check_config', 'as_config', 'config_hash', 'config_diff', 'field_of',
+           'parse_as', 'parse_value']
 
 # %% ../nbs/12_config.ipynb #cfg5
 METHODS = ('ce', 'patchmix_ce', 'patchmix_cl', 'mixup', 'cutmix')
@@ -22,6 +23,9 @@ POS_EMBED_MODES = ('upstream', 'canonical')
 TARGET_TYPES = ('grad_block', 'grad_flow', 'project_block', 'project_flow')
 N_CLS = {'lungsound': (4, 2), 'diagnosis': (3, 2)}      # the label sets of each task; the first is its default
 CLASS_SPLITS = tuple(N_CLS)
+DATASETS = ('icbhi', 'sprsound')
+SPR_N_CLS = (7, 2, 4)          # SPRSound events: task 1-2 (its 7 labels), task 1-1 (normal/adventitious), ICBHI's 4
+SPR_TEST_FOLDS = ('official', 'intra', 'inter')   # SPRSound: both official test sets, or one of them
 
 
 def _f(default, help: str, run_free: bool = False, resume_free: bool = False):
@@ -33,18 +37,21 @@ def _f(default, help: str, run_free: bool = False, resume_free: bool = False):
 class Config:
     "Every knob of a run: the CLI flags, the papermill parameters, the grid fields and the presets are views of it."
     # data
-    data_dir: str | None = _f(None, 'ICBHI folder (official layout or flat); None = the embedded synthetic set',
-                              resume_free=True)
+    data_dir: str | None = _f(None, 'ICBHI or SPRSound folder; None = the embedded synthetic set', resume_free=True)
+    dataset: str = _f('icbhi', "'icbhi' or 'sprsound' (its event tasks); a data_dir in SPRSound's official layout is "
+                      "recognised by itself")
     synthetic_recordings: int = _f(48, 'size of the embedded synthetic set used when data_dir is None')
     cache: str | None = _f(None, 'feature-cache folder; None = $PATCHMIX_HOME/cache', run_free=True)
     test_fold: str = _f('official', "'official' (60/40 split), 'official-disjoint' (its test set without the patients "
-                                   "also in train) or a RespireNet patient fold 0..4")
+                                   "also in train) or a RespireNet patient fold 0..4; SPRSound: 'official' (its intra- "
+                                   "and inter-patient test sets), 'intra' or 'inter'")
     val_fraction: float = _f(0.15, 'share of train patients held out for validation (model selection)')
     split_seed: int = _f(0, 'seed of the validation split (fixed across training seeds)')
     class_split: str = _f('lungsound', "task: 'lungsound' (the paper: cycle labels) or 'diagnosis' "
                           "(each cycle labelled by its patient's diagnosis)")
     n_cls: int | None = _f(None, 'lungsound: 4 = normal/crackle/wheeze/both, 2 = normal/abnormal; diagnosis: '
-                           '3 = healthy/chronic/non-chronic, 2 = healthy/unhealthy; None = the task\'s default (4, 3)')
+                           '3 = healthy/chronic/non-chronic, 2 = healthy/unhealthy; SPRSound: 7 = task 1-2, 2 = task '
+                           '1-1, 4 = ICBHI\'s classes; None = the task\'s default (4, 3; SPRSound 7)')
     duration: float = _f(8.0, 'seconds per cycle clip (the paper: 8 s -> 798 frames)')
     pad: str = _f('repeat', "'repeat' (the paper) or 'zero' padding of short cycles")
     # model
@@ -100,6 +107,7 @@ class Config:
 
     def __post_init__(self):
         _check_types(self)                                  # every field holds its declared type (cfg7b)
+        if self.n_cls is None and self.dataset == 'sprsound': self.n_cls = SPR_N_CLS[0]
         if self.n_cls is None and self.class_split in N_CLS: self.n_cls = N_CLS[self.class_split][0]
 
     def to_dict(self) -> dict: return asdict(self)
@@ -174,6 +182,9 @@ def make_config(preset: str | None = None, **overrides) -> Config:
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown: raise ValueError(f"unknown Config field(s) {unknown}; valid fields: {', '.join(FIELDS)}")
     values = {**(PRESETS[preset] if preset else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    if 'dataset' not in values and values.get('data_dir'):   # a folder in SPRSound's layout says what it is
+        from patchmix_nb.sprsound import is_sprsound
+        if is_sprsound(values['data_dir']): values['dataset'] = 'sprsound'
     return check_config(Config.from_dict({**values, 'preset': preset}))
 
 # %% ../nbs/12_config.ipynb #cfg14
@@ -189,15 +200,28 @@ def _one_of(cfg: Config, name: str, allowed) -> None:
 CHOICES = {'method': METHODS, 'specaug': SPECAUG, 'pool': ('cls', 'mean'), 'norm': ('audioset', 'dataset'),
            'precision': PRECISIONS, 'class_split': CLASS_SPLITS, 'pos_embed_mode': POS_EMBED_MODES,
            'target_type': TARGET_TYPES, 'negative_pair': ('all', 'diff_label'), 'pad': ('repeat', 'zero'),
-           'mix_mode': ('random', 'time'), 'track': (None, 'mlflow')}
+           'mix_mode': ('random', 'time'), 'dataset': DATASETS,
+           'track': (None, 'mlflow')}
+
+
+def _check_sprsound(cfg: Config) -> None:
+    "SPRSound trains on events: the lung-sound task with 7, 2 or ICBHI's 4 classes, tested on its official test sets."
+    _need(cfg.class_split == 'lungsound', "dataset 'sprsound' labels events only: class_split must be 'lungsound', "
+          f"got {cfg.class_split!r}")
+    _need(cfg.n_cls in SPR_N_CLS, f"n_cls must be 7 (task 1-2), 2 (task 1-1) or 4 (ICBHI's classes) for dataset "
+          f"'sprsound', got {cfg.n_cls!r}")
+    _need(str(cfg.test_fold) in SPR_TEST_FOLDS, "test_fold must be 'official' (both test sets), 'intra' or 'inter' "
+          f"for dataset 'sprsound', got {cfg.test_fold!r}")
 
 
 def check_config(cfg: Config) -> Config:
     "Refuse settings that are inconsistent, can only diverge or would do nothing, saying what is expected."
     for name, allowed in CHOICES.items(): _one_of(cfg, name, allowed)
-    _one_of(cfg, 'n_cls', sorted(N_CLS[cfg.class_split]))
-    _need(str(cfg.test_fold) in ('official', 'official-disjoint', '0', '1', '2', '3', '4'),
-          f"test_fold must be 'official', 'official-disjoint' or 0..4, got {cfg.test_fold!r}")
+    if cfg.dataset == 'sprsound': _check_sprsound(cfg)
+    else:
+        _one_of(cfg, 'n_cls', sorted(N_CLS[cfg.class_split]))
+        _need(str(cfg.test_fold) in ('official', 'official-disjoint', '0', '1', '2', '3', '4'),
+              f"test_fold must be 'official', 'official-disjoint' or 0..4, got {cfg.test_fold!r}")
     _need(cfg.method in ('ce', 'mixup', 'cutmix') or cfg.model.startswith(('ast', 'beats')),
           f"method {cfg.method!r} mixes patch tokens and needs an AST backbone (or BEATs), got model {cfg.model!r}")
     _need(cfg.device in ('auto', 'cpu', 'cuda') or cfg.device.startswith('cuda:'),

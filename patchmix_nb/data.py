@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,12 +20,14 @@ from .icbhi import CLASSES, CLASSES_2, DIAGNOSIS_CLASSES, DIAGNOSIS_CLASSES_2, I
 from .dataset import load_index, split_cycles
 from .features import SAMPLE_RATE, build_cache, n_frames
 from .synthetic import ensure_synthetic
-from .config import Config
+from . import sprsound as spr
+from .config import Config, check_config
 from .devices import rank, world_size
 
 # %% auto #0
-__all__ = ['Task', 'n_frames_for', 'specaug_time_width', 'class_weights', 'Data', 'cache_root', 'check_index',
-           'load_data', 'CycleDataset', 'ShardedBatches', 'train_loader', 'eval_loader']
+__all__ = ['ICBHI_OF_EVENT', 'SOURCES', 'Task', 'n_frames_for', 'specaug_time_width', 'class_weights', 'Data',
+           'EventTask', 'EventIndex', 'ensure_synthetic_sprsound', 'Source', 'resolve_dataset', 'cache_root',
+           'check_index', 'load_data', 'CycleDataset', 'ShardedBatches', 'train_loader', 'eval_loader']
 
 # %% ../nbs/14_data.ipynb #da6
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ class Task:
     n_cls: int = 4
 
     @classmethod
-    def of(cls, cfg: Config) -> 'Task': return cls(cfg.class_split, cfg.n_cls)
+    def of(cls, cfg: Config) -> 'Task | EventTask':
+        "The task of a config: an ICBHI `Task`, or an SPRSound `EventTask` (14_data, *A second dataset*)."
+        return EventTask(cfg.n_cls) if cfg.dataset == 'sprsound' else cls(cfg.class_split, cfg.n_cls)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -122,6 +126,101 @@ class Data:
         return df.assign(row=rows, split=self.split[rows], label=self.labels[rows],
                          class_name=[self.task.names[i] for i in self.labels[rows]])
 
+# %% ../nbs/14_data.ipynb #spd2
+ICBHI_OF_EVENT = {'Normal': 0, 'Fine Crackle': 1, 'Coarse Crackle': 1, 'Wheeze': 2, 'Rhonchi': 2, 'Stridor': 2,
+                  'Wheeze+Crackle': 3}   # SPRSound event label -> ICBHI class (normal, crackle, wheeze, both)
+
+
+@dataclass(frozen=True)
+class EventTask:
+    "What an SPRSound run predicts: each event's label in task 1-2 (7 classes), 1-1 (2) or ICBHI's 4 classes."
+    n_cls: int = 7
+    class_split = 'lungsound'
+
+    @property
+    def mapping(self) -> dict:
+        "Event label -> class index."
+        if self.n_cls == 4: return ICBHI_OF_EVENT
+        if self.n_cls in (2, 7): return spr.get_task('1-1' if self.n_cls == 2 else '1-2').mapping
+        raise ValueError(f"SPRSound events have 7 (task 1-2), 2 (task 1-1) or 4 (ICBHI's) classes, not {self.n_cls}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return CLASSES if self.n_cls == 4 else spr.get_task('1-1' if self.n_cls == 2 else '1-2').classes
+
+    @property
+    def title(self) -> str:
+        return {7: 'SPRSound task 1-2', 2: 'SPRSound task 1-1', 4: "SPRSound events as ICBHI's classes"}[self.n_cls]
+
+    def label_of_events(self, types) -> np.ndarray:
+        "Class indices of event labels ('Normal', 'Wheeze', ...); an unknown label is an error naming it."
+        m, types = self.mapping, list(types)
+        bad = sorted(set(types) - set(m))
+        if bad: raise ValueError(f"unknown SPRSound event label(s) {bad}, expected one of {list(m)}")
+        return np.array([m[t] for t in types], dtype=np.int64)
+
+    def labels(self, index) -> np.ndarray: return self.label_of_events(index.cycles['type'])
+
+
+@dataclass
+class EventIndex:
+    "An SPRSound index as a run reads one: its recordings, and its events as the items (`cycles`) to cut and cache."
+    sprindex: spr.SPRIndex
+
+    def __post_init__(self):
+        self.cycles = self.sprindex.events.rename(columns={'event': 'cycle', 'split': 'subset'})
+
+    recordings = property(lambda self: self.sprindex.recordings)
+    problems = property(lambda self: self.sprindex.problems)
+    data_dir = property(lambda self: self.sprindex.data_dir)
+
+    def summary(self, n: int = 3) -> str: return self.sprindex.summary(n)
+
+    def stats(self) -> dict: return self.sprindex.stats()
+
+# %% ../nbs/14_data.ipynb #spd4
+def _icbhi_split(index, cfg: Config) -> pd.Series:
+    fold = cfg.test_fold if cfg.test_fold.startswith('official') else int(cfg.test_fold)
+    return split_cycles(index, test_fold=fold, val_fraction=cfg.val_fraction, seed=cfg.split_seed)
+
+
+def _sprsound_split(index: EventIndex, cfg: Config) -> pd.Series:
+    "train / val from the official training recordings, test from the chosen official test set(s), else excluded."
+    s = spr.split_events(index.sprindex, cfg.val_fraction, cfg.split_seed)
+    tests = {'official': ('intra-test', 'inter-test'), 'intra': ('intra-test',), 'inter': ('inter-test',)}
+    test = s.isin(tests[str(cfg.test_fold)])
+    return s.mask(s.str.endswith('-test'), 'excluded').mask(test, 'test')
+
+
+def ensure_synthetic_sprsound(recordings: int = 48, seed: int = 0) -> Path:
+    "The embedded synthetic SPRSound ($PATCHMIX_HOME/synthetic-sprsound-<n>-seed<s>), written once."
+    path = patchmix_home() / f'synthetic-sprsound-{recordings}-seed{seed}'
+    return path if (path / spr.SPR_MARKER).is_file() else spr.make_synthetic_sprsound(path, recordings, seed)
+
+
+@dataclass(frozen=True)
+class Source:
+    "What a dataset brings to `load_data`: an index of a folder, each item's split, the embedded synthetic set."
+    index: Callable[[Path], object]                 # folder -> index with recordings, cycles, problems, summary()
+    split: Callable[[object, Config], pd.Series]    # 'train' / 'val' / 'test' / 'excluded' per item
+    synthetic: Callable[[Config], Path]
+    group: str                                      # the column an evaluation reports each group of
+
+
+SOURCES = {
+    'icbhi': Source(load_index, _icbhi_split, lambda cfg: ensure_synthetic(recordings=cfg.synthetic_recordings),
+                    'device'),
+    'sprsound': Source(lambda d: EventIndex(spr.load_index(d)), _sprsound_split,
+                       lambda cfg: ensure_synthetic_sprsound(cfg.synthetic_recordings), 'subset'),
+}
+
+
+def resolve_dataset(cfg: Config) -> Config:
+    "`cfg` reading a `data_dir` in SPRSound's official layout as dataset 'sprsound' (checked: one-line errors)."
+    if cfg.dataset != 'sprsound' and cfg.data_dir and spr.is_sprsound(cfg.data_dir):
+        return check_config(replace(cfg, dataset='sprsound'))
+    return cfg
+
 # %% ../nbs/14_data.ipynb #da16
 def cache_root(cfg: Config) -> Path:
     "Where feature caches live: cfg.cache or $PATCHMIX_HOME/cache."
@@ -141,15 +240,17 @@ def check_index(index, skip_bad: bool = False, warn: Callable | None = None) -> 
 
 def load_data(cfg: Config, progress: bool = False) -> Data:
     "Index cfg.data_dir (or the synthetic default), build/reuse its feature cache, split and label its cycles."
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else ensure_synthetic(recordings=cfg.synthetic_recordings)
-    index = load_index(data_dir)
+    cfg = resolve_dataset(cfg)
+    source = SOURCES[cfg.dataset]
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else source.synthetic(cfg)
+    index = source.index(data_dir)
     check_index(index, cfg.skip_bad)
     if len(index.cycles) == 0:
         raise ValueError(f"{data_dir}: no usable cycles. {index.summary()}")
-    cache = build_cache(index, cache_root(cfg), duration=cfg.duration, pad=cfg.pad, progress=progress,
+    cache_dir = spr.guard_sprsound(cache_root(cfg), 'cache')                # never inside a dataset folder
+    cache = build_cache(index, cache_dir, duration=cfg.duration, pad=cfg.pad, progress=progress,
                         missing='skip' if cfg.skip_bad else 'error')
-    fold = cfg.test_fold if cfg.test_fold.startswith('official') else int(cfg.test_fold)
-    split = split_cycles(index, test_fold=fold, val_fraction=cfg.val_fraction, seed=cfg.split_seed)
+    split = source.split(index, cfg)
     task = Task.of(cfg)
     key = pd.MultiIndex.from_frame(index.cycles[['stem', 'cycle']])
     rows = pd.MultiIndex.from_frame(cache.cycles[['stem', 'cycle']])

@@ -9,22 +9,25 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .icbhi import Cycle, ICBHIError, check_recording
+from .icbhi import Cycle, ICBHIError, audio_info, check_recording
 from .audio import load_cycles
+from .dataset import holds_icbhi
 from .features import fbank
-from .metrics import confusion_matrix
-from .config import Config
+from . import sprsound as spr
+from .metrics import confusion_matrix, per_group_scores
+from .config import Config, check_config
 from .devices import resolve_device
-from .data import Task, eval_loader, load_data, n_frames_for
+from .data import SOURCES, EventTask, Task, eval_loader, load_data, n_frames_for
 from .model import PatchMixModel, build_model
 from .runs import load_checkpoint, load_model_state
 from .train import predict_logits, scores
 
 # %% auto #0
-__all__ = ['load_run', 'evaluate_run', 'predict_recording']
+__all__ = ['load_run', 'evaluate_run', 'predict_recording', 'on_dataset', 'group_scores']
 
 # %% ../nbs/18_inference.ipynb #in5
 def load_run(ckpt, device: str = 'cpu') -> tuple[Config, PatchMixModel]:
@@ -41,7 +44,7 @@ def load_run(ckpt, device: str = 'cpu') -> tuple[Config, PatchMixModel]:
 
 
 def evaluate_run(ckpt, data_dir: str | None = None, split: str = 'test', device: str = 'cpu',
-                 cache: str | None = None) -> dict:
+                 cache: str | None = None, dataset: str | None = None) -> dict:
     """Score a checkpoint on a split of `data_dir` (default: the data it was trained on, as recorded: an absolute
     path; a relative one, from runs made before, is refused), with its confusion matrix."""
     if split not in ('train', 'val', 'test'): raise ValueError(f"split must be train, val or test; got {split!r}")
@@ -51,19 +54,24 @@ def evaluate_run(ckpt, data_dir: str | None = None, split: str = 'test', device:
                          "not record; pass --data DIR (the ICBHI folder it was trained on)")
     recorded_cache = cfg.cache if cfg.cache and Path(cfg.cache).expanduser().is_absolute() else None
     cfg = replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir, cache=cache or recorded_cache)
+    cfg = on_dataset(cfg, dataset)
     d = load_data(cfg)                                     # checked the arguments first: no cache built for a typo
     rows = d.rows(split)
     if len(rows) == 0: raise ValueError(f"{d.data_dir}: no cycles in split {split!r}")
     logits, y = predict_logits(model, eval_loader(d, rows))
+    groups = d.cache.cycles[SOURCES[cfg.dataset].group].to_numpy()[rows]
     return {'split': split, 'n': int(len(y)), **scores(y, logits, cfg.n_cls), 'classes': list(d.task.names),
             'confusion': confusion_matrix(y, logits.argmax(1), cfg.n_cls).tolist(), 'checkpoint': str(ckpt),
-            'data': str(d.data_dir)}
+            'data': str(d.data_dir), 'dataset': cfg.dataset,
+            'groups': group_scores(y, logits.argmax(1), groups, cfg.n_cls, sprsound=cfg.dataset == 'sprsound')}
 
 # %% ../nbs/18_inference.ipynb #in6
-def predict_recording(ckpt, wav, txt=None, device: str = 'cpu') -> pd.DataFrame:
+def predict_recording(ckpt, wav, txt=None, device: str = 'cpu', dataset: str | None = None) -> pd.DataFrame:
     "Per-cycle predictions for one recording: cycles from `txt` (checked against the audio), else clip-length windows."
     cfg, model = load_run(ckpt, device)
     task = Task.of(cfg)
+    if txt is not None and (dataset == 'sprsound' or dataset is None and Path(txt).suffix.lower() == '.json'):
+        return _predict_events(cfg, model, task, wav, txt)
     info, cycles = check_recording(wav, txt)              # every cycle must end inside the audio (file:line if not)
     if txt is not None and not cycles: raise ICBHIError(f"{txt}: no cycles; expected lines 'start end crackle wheeze'")
     if txt is None:
@@ -76,7 +84,55 @@ def predict_recording(ckpt, wav, txt=None, device: str = 'cpu') -> pd.DataFrame:
     df = pd.DataFrame({'start': [c.start for c in cycles], 'end': [c.end for c in cycles],
                        'pred': [task.names[i] for i in probs.argmax(1)]})
     for i, n in enumerate(task.names): df[f"p_{n}"] = probs[:, i].round(4)
-    if txt is not None and task.class_split == 'lungsound':             # the annotation holds lung-sound labels only
-        labels = task.label_of_sound([c.crackle for c in cycles], [c.wheeze for c in cycles])
+    if txt is not None and task.class_split == 'lungsound' and task.n_cls in (2, 4):   # labels in the model's classes
+        labels = Task('lungsound', task.n_cls).label_of_sound([c.crackle for c in cycles], [c.wheeze for c in cycles])
         df.insert(2, 'label', [task.names[i] for i in labels])
+    return df
+
+# %% ../nbs/18_inference.ipynb #inx2
+def on_dataset(cfg: Config, dataset: str | None = None) -> Config:
+    "A run's config pointed at `dataset` (None: the dataset its data_dir holds), keeping the model's label set."
+    if dataset is None and cfg.data_dir:
+        dataset = 'sprsound' if spr.is_sprsound(cfg.data_dir) else 'icbhi' if holds_icbhi(cfg.data_dir) else None
+    dataset = dataset or cfg.dataset
+    if dataset == cfg.dataset: return cfg
+    if dataset == 'sprsound' and cfg.class_split != 'lungsound':
+        raise ValueError(f"a {cfg.class_split} model cannot be scored on SPRSound, whose labels are lung sounds")
+    if dataset == 'icbhi' and cfg.n_cls not in (2, 4):
+        raise ValueError(f"an SPRSound model of {cfg.n_cls} classes (task 1-2) has no ICBHI label set to be scored on; "
+                         "ICBHI scores models of 4 classes (n_cls=4) or 2 (task 1-1)")
+    return check_config(replace(cfg, dataset=dataset, test_fold='official'))
+
+
+def group_scores(y, pred, groups, n_cls: int, sprsound: bool = False) -> list[dict]:
+    "Sp, Se, Score and counts per group and for 'all'; with `sprsound`, also its Score ((AS + HS) / 2) and HS."
+    df = per_group_scores(y, pred, groups, n_cls)
+    out = [{'group': str(k), **{c: float(v) if c in ('sp', 'se', 'score') else int(v) for c, v in r.items()}}
+           for k, r in df.iterrows()]
+    g, y, pred = np.asarray(groups, dtype=object), np.asarray(y), np.asarray(pred)
+    for r in out if sprsound else ():
+        m = np.ones(len(y), bool) if r['group'] == 'all' else g == r['group']
+        s = spr.sprsound_score(y[m], pred[m], n_cls)
+        r.update(spr_score=s['score'], hs=s['hs'])
+    return out
+
+
+def _predict_events(cfg: Config, model, task, wav, js) -> pd.DataFrame:
+    "Predictions for the events of an SPRSound recording (its JSON annotation), labelled in the model's classes."
+    info, ann = audio_info(wav), spr.read_annotation(js)
+    for e in ann.events:
+        if e.end > info.duration + spr.END_TOLERANCE:
+            raise spr.SPRSoundError(f"event ends at {e.end:g} s, after the end of its audio ({info.duration:g} s in "
+                                    f"{Path(wav).name})", js, e.key)
+    if not ann.events: raise spr.SPRSoundError('no events to predict (a Poor Quality record?)', js)
+    cycles = [Cycle(e.start, e.end, 0, 0) for e in ann.events]
+    x = fbank(load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)
+    with torch.no_grad():
+        probs = torch.cat([model.logits(b.to(model.device)).cpu() for b in x.split(32)]).softmax(1).numpy()
+    types = [e.type for e in ann.events]
+    labels = EventTask(task.n_cls).label_of_events(types) if task.class_split == 'lungsound' else None
+    df = pd.DataFrame({'start': [e.start for e in ann.events], 'end': [e.end for e in ann.events],
+                       'event': types, 'pred': [task.names[i] for i in probs.argmax(1)]})
+    if labels is not None: df.insert(3, 'label', [task.names[i] for i in labels])
+    for i, n in enumerate(task.names): df[f"p_{n}"] = probs[:, i].round(4)
     return df
