@@ -1,4 +1,4 @@
-"""Referees of the Patch-Mix contrastive loss, kept once for the tests and for 10_losses (which shows their source):
+"""Referees of the Patch-Mix contrastive loss, kept once for the tests and for 12_losses (which shows their source):
 the reference implementation's computation written literally, and a per-anchor loop in Python floats."""
 import math
 

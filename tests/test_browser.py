@@ -1,6 +1,6 @@
 """A real browser test of the recording browser: JupyterLab on 127.0.0.1, headless Chromium driven by Selenium.
 
-JupyterLab serves a temporary folder holding a copy of nbs/06_explore.ipynb; Chromium opens it, runs it through
+JupyterLab serves a temporary folder holding a copy of nbs/07_explore.ipynb; Chromium opens it, runs it through
 Run → Run All Cells, then changes the recording and the cycle in the widget and checks that the figure (the PNG bytes
 behind the image) and the audio (the WAV bytes behind the players) changed, with the cycle's player holding exactly
 the cycle's samples. Screenshots go to $PATCHMIX_SCREENSHOTS (default: pytest's tmp dir); their paths are printed.
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NB = ROOT/'nbs'/'06_explore.ipynb'
+NB = ROOT/'nbs'/'07_explore.ipynb'
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
 DRIVER = shutil.which('chromedriver')
 
@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 
 def _notebook(dst: Path, data_dir: str | None) -> Path:
-    "Copy 06_explore into `dst`, with `data_dir` injected after the parameters cell (as papermill does)."
+    "Copy 07_explore into `dst`, with `data_dir` injected after the parameters cell (as papermill does)."
     nb = json.loads(NB.read_text())
     if data_dir:
         i = next(i for i, c in enumerate(nb['cells']) if 'parameters' in c['metadata'].get('tags', []))

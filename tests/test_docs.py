@@ -43,7 +43,7 @@ def site(tmp_path_factory):
 def test_table_of_the_real_index():
     rows = docs.notebook_table(ROOT/'nbs'/'index.ipynb')
     names = [r['name'] for r in rows]
-    assert names[:2] == ['00_core', '01_icbhi'] and '06_explore' in names and '08_method' in names
+    assert names[:2] == ['00_core', '01_icbhi'] and '07_explore' in names and '10_method' in names
     assert all((ROOT/'nbs'/f'{n}.ipynb').exists() for n in names)
 
 

@@ -1,4 +1,4 @@
-"Tests of the exploration helpers (patchmix_nb.explore) and of nbs/06_explore.ipynb run by papermill on the real sample."
+"Tests of the exploration helpers (patchmix_nb.explore) and of nbs/07_explore.ipynb run by papermill on the real sample."
 import os
 from pathlib import Path
 
@@ -181,8 +181,8 @@ def test_browser(index):
 @pytest.mark.skipif(not (ICBHI/'sample').is_dir(), reason='real ICBHI sample not available')
 def test_notebook_on_real_sample(tmp_path):
     papermill = pytest.importorskip('papermill')
-    out = tmp_path/'06_explore.ipynb'
-    nb = papermill.execute_notebook(str(NBS/'06_explore.ipynb'), str(out), parameters={'data_dir': str(ICBHI/'sample')},
+    out = tmp_path/'07_explore.ipynb'
+    nb = papermill.execute_notebook(str(NBS/'07_explore.ipynb'), str(out), parameters={'data_dir': str(ICBHI/'sample')},
                                     kernel_name='python3', cwd=str(NBS), progress_bar=False, execution_timeout=300)
     text = '\n'.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
     assert '10 recordings' in text and '97 cycles' in text

@@ -63,7 +63,7 @@ def test_installed_package_is_imported_from_outside_the_clone(installed, tmp_pat
     _, site = installed
     r = run([sys.executable, '-c', 'import patchmix_nb, sys; print(patchmix_nb.__file__)\n'
              'from patchmix_nb.launch import experiment_notebook, clone_notebook\n'
-             "print(experiment_notebook()); print(clone_notebook('06_explore.ipynb'))"], cwd=tmp_path, env=env_for(site))
+             "print(experiment_notebook()); print(clone_notebook('07_explore.ipynb'))"], cwd=tmp_path, env=env_for(site))
     module, nb, explore = r.stdout.strip().splitlines()
     assert Path(module).is_relative_to(site) and not Path(module).is_relative_to(ROOT)
     assert nb == str(site / 'patchmix_nb' / 'experiment.ipynb') and explore == 'None'

@@ -1,4 +1,4 @@
-"""Experiment tracking with MLflow (nbs/21_tracking): a tracked sweep on two local workers holds one MLflow run per grid
+"""Experiment tracking with MLflow (nbs/23_tracking): a tracked sweep on two local workers holds one MLflow run per grid
 point whose params and per-epoch metrics equal the sweep's summary and run folders; a read-only store is one warning
 line and the sweep's results are intact; the tracker itself (resume into the same MLflow run, rank 0 only, an
 unreachable server) without training; `--track` checked in one line; `import patchmix_nb` does not import mlflow."""
