@@ -45,7 +45,17 @@ def _client(uri: str):
     for name in ('alembic', 'mlflow'): logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings('ignore', 'The ``noload`` loader strategy', DeprecationWarning)   # MLflow on SQLAlchemy 2.1
     _new_sqlite(uri)
+    _open_once(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def _open_once(uri: str) -> None:
+    "A database store MLflow cannot open it retries for about 100 s: open it once here, and fail at once."
+    if uri.split(':', 1)[0].split('+')[0] not in ('sqlite', 'postgresql', 'mysql', 'mssql'): return
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(uri)
+    try: sqlalchemy.inspect(engine)
+    finally: engine.dispose()
 
 
 def _new_sqlite(uri: str) -> None:
