@@ -20,9 +20,10 @@ from timm.models.vision_transformer import Block
 
 # %% auto #0
 __all__ = ['AST_CONFIGS', 'MixFn', 'PosMode', 'TRANSLATORS', 'token_grid', 'plot_token_grid', 'ast_config',
-           'PatchEmbed', 'AST', 'ASTHead', 'adapt_pos_embed', 'coordinate_pos_embed', 'plot_pos_embed_maps',
-           'CheckpointError', 'translate_deit', 'translate_ast', 'translate_hf', 'detect_format',
-           'LoadReport', 'read_state_dict', 'load_pretrained', 'TimmBackbone', 'create_backbone']
+           'PatchEmbed', 'apply_mix', 'AST', 'ASTHead', 'adapt_pos_embed', 'coordinate_pos_embed',
+           'plot_pos_embed_maps', 'CheckpointError', 'translate_deit', 'translate_ast', 'translate_hf',
+           'detect_format', 'LoadReport', 'read_state_dict', 'load_pretrained', 'TimmBackbone',
+           'create_backbone']
 
 # %% ../nbs/08_ast.ipynb #89535c22
 def token_grid(n_frames: int = 798, n_mels: int = 128, patch_size: int = 16,
@@ -103,6 +104,17 @@ class PatchEmbed(nn.Module):
 # %% ../nbs/08_ast.ipynb #2663971c
 MixFn = Callable[[torch.Tensor], 'torch.Tensor | tuple']
 
+
+def apply_mix(tokens: torch.Tensor, mix: MixFn | None) -> tuple[torch.Tensor, tuple]:
+    "(tokens, info): `mix(tokens)`, checked to return tokens of the same shape (and maybe more: `info`); as is if None."
+    if mix is None: return tokens, ()
+    out = mix(tokens)
+    mixed, info = (out[0], tuple(out[1:])) if isinstance(out, (tuple, list)) else (out, ())
+    if not isinstance(mixed, torch.Tensor) or mixed.shape != tokens.shape:
+        raise ValueError(f"mix must return tokens of shape {tuple(tokens.shape)} "
+                         f"(or a tuple starting with them); got {getattr(mixed, 'shape', type(mixed))}")
+    return mixed, info
+
 class AST(nn.Module):
     "Audio Spectrogram Transformer on timm Blocks: (B, 1, n_frames, n_mels) -> (B, embed_dim) = (cls + dist) / 2."
     def __init__(self, n_frames: int = 798, n_mels: int = 128, embed_dim: int = 768, depth: int = 12,
@@ -150,15 +162,7 @@ class AST(nn.Module):
 
     def forward_features(self, x: torch.Tensor, mix: MixFn | None = None) -> tuple[torch.Tensor, tuple]:
         "All final-normed tokens (B, 2 + N, D) and the `info` returned by `mix` (() if none)."
-        tokens = self.patchify(x)                       # (B, N, D)
-        info: tuple = ()
-        if mix is not None:
-            out = mix(tokens)
-            mixed, info = (out[0], tuple(out[1:])) if isinstance(out, (tuple, list)) else (out, ())
-            if not isinstance(mixed, torch.Tensor) or mixed.shape != tokens.shape:
-                raise ValueError(f"mix must return tokens of shape {tuple(tokens.shape)} "
-                                 f"(or a tuple starting with them); got {getattr(mixed, 'shape', type(mixed))}")
-            tokens = mixed
+        tokens, info = apply_mix(self.patchify(x), mix)   # (B, N, D), mixed if `mix`
         B = tokens.shape[0]
         special = torch.cat([self.cls_token, self.dist_token], dim=1).expand(B, -1, -1)   # (B, 2, D)
         h = self.pos_drop(torch.cat([special, tokens], dim=1) + self.pos_embed)         # (B, 2 + N, D)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
-from .ast import CheckpointError, LoadReport, MixFn
+from .ast import CheckpointError, LoadReport, MixFn, apply_mix
 from .features import FBANK_MEAN, FBANK_STD
 
 # %% auto #0
@@ -329,14 +329,7 @@ class BEATs(nn.Module):
 
     def forward_features(self, x: torch.Tensor, mix: MixFn | None = None) -> tuple[torch.Tensor, tuple]:
         "Final tokens (B, N, D) in sequence order and the `info` returned by `mix` (() if none)."
-        tokens, info = self.patchify(x), ()
-        if mix is not None:
-            out = mix(tokens)
-            mixed, info = (out[0], tuple(out[1:])) if isinstance(out, (tuple, list)) else (out, ())
-            if not isinstance(mixed, torch.Tensor) or mixed.shape != tokens.shape:
-                raise ValueError(f"mix must return tokens of shape {tuple(tokens.shape)} "
-                                 f"(or a tuple starting with them); got {getattr(mixed, 'shape', type(mixed))}")
-            tokens = mixed
+        tokens, info = apply_mix(self.patchify(x), mix)
         return self.encode(tokens), info
 
     def forward(self, x: torch.Tensor, mix: MixFn | None = None):
