@@ -10,7 +10,6 @@ from pathlib import Path
 
 from .icbhi import ICBHIError
 from .dataset import TEST_FOLDS, load_index, protocol_stats
-from .ast import CheckpointError
 from .config import CHOICES, DATASETS, FIELDS, METHODS, PRESETS, field_of, make_config, parse_value, show_value
 from .launch import pin_home
 from . import sprsound as spr
@@ -452,7 +451,7 @@ def cmd_demo(a) -> int:
     return 0
 
 # %% ../nbs/26_cli.ipynb #de2f23cd
-USER_ERRORS = (ICBHIError, CheckpointError, ValueError, OSError, RuntimeError)   # OSError: missing files, full disks
+USER_ERRORS = (ValueError, OSError, RuntimeError)   # ICBHIError, CheckpointError are ValueErrors; OSError: disks
 MAX_ERROR = 300
 COMMANDS = {'synth': cmd_synth, 'stats': cmd_stats, 'prepare': cmd_prepare, 'train': cmd_train, 'eval': cmd_eval,
             'predict': cmd_predict, 'sweep': cmd_sweep, 'demo': cmd_demo}

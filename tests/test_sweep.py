@@ -1,5 +1,5 @@
-"""`patchmix sweep` end to end on tiny synthetic data: a grid on two local workers, the same grid as Slurm jobs on a
-single-node test cluster (tests/slurm_cluster.py), the experiment notebook's parameters and dry run, one test per
+"""`patchmix sweep` end to end on tiny synthetic data: a grid on two local workers (the same grid as Slurm jobs:
+tests/test_slurm.py), the experiment notebook's parameters and dry run, one test per
 sweep defect of issue 9 (reuse with other settings, a summary of only the new rows, a relative --data, exit 0 with
 failures), and the one Config of a run (written once and read; the same settings give the same run from train, sweep,
 the notebook and Python; a preset only where named)."""
@@ -37,19 +37,20 @@ def cli(capsys, monkeypatch):
     return run
 
 
-@pytest.fixture(scope='module')
-def work(tmp_path_factory):
+@pytest.fixture(scope='session')
+def work(once):
     "A folder holding a tiny synthetic set `syn` (sweeps below run from here with the relative `--data syn`)."
-    d = tmp_path_factory.mktemp('sweep')
-    patchmix('synth', d / 'syn', '--recordings', 24, '--seed', 3)
-    return d
+    return once('sweep', lambda d: patchmix('synth', d / 'syn', '--recordings', 24, '--seed', 3))
 
 
-@pytest.fixture(scope='module')
-def local_sweep(work):
-    "method × seed = 4 runs on two local workers, with a relative --data."
-    r = patchmix('sweep', *GRID, '--workers', 2, '--data', 'syn', *TINY, '--out', 'local', cwd=work)
-    return work / 'local', r
+@pytest.fixture(scope='session')
+def local_sweep(work, once):
+    """method × seed = 4 runs on two local workers, with a relative --data: (the sweep's folder, its stdout). Made
+    once for this module's tests and the Slurm test, wherever pytest-xdist runs them."""
+    def make(d):
+        r = patchmix('sweep', *GRID, '--workers', 2, '--data', 'syn', *TINY, '--out', 'local', cwd=work)
+        (d / 'stdout.txt').write_text(r.stdout)
+    return work / 'local', (once('local-sweep', make) / 'stdout.txt').read_text()
 
 
 def _scores(out: Path) -> pd.DataFrame:
@@ -57,7 +58,7 @@ def _scores(out: Path) -> pd.DataFrame:
 
 
 def test_local_grid_runs_two_at_a_time(local_sweep):
-    out, r = local_sweep
+    out, stdout = local_sweep
     runs = pd.read_csv(out / 'summary.csv')
     assert sorted(runs.name) == ['ce_seed0', 'ce_seed1', 'patchmix_cl_seed0', 'patchmix_cl_seed1']
     assert (runs.status == 'ok').all() and runs.score.notna().all()
@@ -68,7 +69,7 @@ def test_local_grid_runs_two_at_a_time(local_sweep):
     events = sorted([(e['started'], 1) for e in ex] + [(e['finished'], -1) for e in ex])
     level = [sum(d for _, d in events[:i + 1]) for i in range(len(events))]
     assert max(level) == 2                                              # two runs at a time, never more
-    assert '4/4 done, 0 running, 0 failed, 0 queued' in r.stdout
+    assert '4/4 done, 0 running, 0 failed, 0 queued' in stdout
     md = (out / 'summary.md').read_text()
     assert '| ce | 2 | 0 |' in md and '| patchmix_cl | 2 | 0 |' in md and '±' in md
 
@@ -226,17 +227,3 @@ def test_notebook_parameters_are_the_config_fields(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as e:
         notebook(tmp_path, config=str(tmp_path / 'r' / 'config.json'), lr=1e-3, dry_run=True)
     assert 'give no other field' in str(e.value) and "['lr']" in str(e.value)
-
-
-def test_slurm_grid_gives_the_same_runs(slurm_cluster, local_sweep, work, cli):
-    out, _ = local_sweep
-    r = patchmix('sweep', *GRID, '--executor', 'slurm', '--slurm-cpus-per-run', 1, '--slurm-time', 10, '--data', 'syn',
-                 *TINY, '--out', 'slurm', cwd=work)
-    sl = work / 'slurm'
-    assert sorted(p.parent.name for p in sl.glob('*/experiment.ipynb')) == sorted(p.parent.name for p in out.glob('*/experiment.ipynb'))
-    pd.testing.assert_frame_equal(_scores(sl), _scores(out))               # same runs, same figures
-    ex = [json.loads(p.read_text()) for p in sl.glob('*/execution.json')]
-    assert len(ex) == 4 and all(e['job_id'] for e in ex) and {e['threads'] for e in ex} == {1}
-    assert '4/4 done' in r.stdout
-    rc, stdout, _ = cli('sweep', '--status', sl)
-    assert rc == 0 and '4/4 done, 0 running, 0 failed, 0 queued' in stdout
