@@ -88,6 +88,17 @@ def _parse_pairs(items: list[str], flag: str) -> dict:
         except json.JSONDecodeError: out[k] = v
     return out
 
+
+def _model_paths(items: list[str]) -> dict:
+    "--pretrained-for MODEL=PATH ...: a checkpoint per model name (kept as written); a model given twice is refused."
+    out = {}
+    for it in items:
+        k, sep, v = it.partition('=')
+        if not sep or not k or not v: raise ValueError(f"--pretrained-for expects MODEL=PATH, got {show_value(it)}")
+        if k in out: raise ValueError(f"--pretrained-for {k} given twice; give it once")
+        out[k] = v
+    return out
+
 # %% ../nbs/26_cli.ipynb #sw2
 def _what_to_run(p) -> None:
     g = p.add_argument_group('what to run')
@@ -97,6 +108,13 @@ def _what_to_run(p) -> None:
     g.add_argument('--methods', nargs='+', choices=METHODS, help='the method axis (--grid method=...)')
     g.add_argument('--seeds', nargs='+', type=int, help='the seed axis (--grid seed=...)')
     g.add_argument('--list-specs', action='store_true', help='list the named specs and exit')
+    g.add_argument('--pretrained-for', nargs='+', default=[], metavar='MODEL=PATH', help='a checkpoint per model, '
+                   'for a grid over models: ast-base=audioset_10_10_0.4593.pth beats=BEATs_iter3_plus_AS2M.pt '
+                   '(other models take --pretrained)')
+    g.add_argument('--eval-on', choices=DATASETS, help="after training, also score each run's best.pt on this "
+                   "dataset's test sets (the transfer specs: sprsound)")
+    g.add_argument('--eval-data', metavar='DIR', help='the folder of that dataset (default: its synthetic set, for '
+                   'runs on the synthetic set)')
     s = p.add_argument_group("every run's settings (every train flag; a spec's preset unless --preset)")
     add_config_flags(s, skip=('out_dir',))
     s.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help='any Config field, as a flag')
@@ -397,7 +415,8 @@ def cmd_sweep(a) -> int:
     runs = sweep(a.out, grid=a.grid or None, methods=a.methods, seeds=a.seeds, spec=a.spec, preset=a.preset,
                  executor=a.executor, workers=a.workers, slurm=slurm, wait=a.wait, rerun=a.rerun,
                  gpus=[x for x in a.gpus.split(',') if x.strip()] if a.gpus is not None else None,
-                 dry_run=a.dry_run, interval=a.interval, **common)
+                 dry_run=a.dry_run, interval=a.interval, pretrained_for=_model_paths(a.pretrained_for),
+                 evaluate=a.eval_on, eval_data=a.eval_data, **common)
     if a.dry_run:
         print(runs.to_string(index=False))
         return 0

@@ -10,26 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from .core import atomic_write, save_json
+from .core import save_json
 from .dataset import guard_output
-from .metrics import PAPER_RESULTS
-from .config import FIELDS, PRESETS, RUN_FREE, Config, config_diff, config_hash
+from .config import DATASETS, FIELDS, PRESETS, Config, config_diff, config_hash
 from .config import field_of, make_config, parse_value, show_value
 from .runs import ASK, RunFolder, queue_snapshot
 from .launch import EXECUTORS, check_slurm, make_executor, pin_home, progress_line, requeue_count
 from .tracking import prepare_store
+from .sweep_summary import collect_runs, write_summary
 
 # %% auto #0
-__all__ = ['MAX_POINTS', 'SEEDS5', 'SPECS', 'SPEC_KEYS', 'MAX_SPEC_BYTES', 'MAX_SPEC_NODES', 'PATH_FIELDS', 'ALWAYS',
-           'METRICS', 'RUN_COLUMNS', 'PAPER_METHOD', 'PAPER_SETTING', 'grid_size', 'parse_grid',
-           'expand_grid', 'run_name', 'SpecLoader', 'check_spec', 'load_spec', 'list_specs', 'resolve_paths',
-           'Run', 'plan_sweep', 'sweep_points', 'sweep', 'monitor', 'collect_runs', 'pooled_fields',
-           'group_fields', 'summarize_sweep', 'summary_markdown', 'write_summary', 'sweep_status',
-           'plot_summary']
+__all__ = ['MAX_POINTS', 'SEEDS5', 'SPECS', 'SPEC_KEYS', 'MAX_SPEC_BYTES', 'MAX_SPEC_NODES', 'EVAL_KEYS', 'PATH_FIELDS',
+           'grid_size', 'parse_grid', 'expand_grid', 'run_name', 'SpecLoader', 'check_spec', 'load_spec',
+           'list_specs', 'resolve_paths', 'Run', 'plan_sweep', 'sweep_points', 'sweep', 'monitor',
+           'sweep_status']
 
 # %% ../nbs/25_sweep.ipynb #g1
 MAX_POINTS = 10_000     # runs in one sweep: a larger grid is refused before it is expanded
@@ -106,6 +103,8 @@ def run_name(point: dict) -> str:
 # %% ../nbs/25_sweep.ipynb #s1
 SEEDS5 = [1, 2, 3, 4, 5]
 _CL = {'method': ['patchmix_cl']}
+_MAIN = ['ce', 'patchmix_ce', 'patchmix_cl']
+_PROTOCOLS = ['official', 'official-disjoint']   # the official test set, and without the leaking patients
 
 SPECS: dict[str, dict] = {
     'paper-main': dict(
@@ -136,12 +135,33 @@ SPECS: dict[str, dict] = {
         description='the 5-fold patient protocol (RespireNet folds 0..4 as test set): CE and Patch-Mix CL, '
                     'mean ± std over folds',
         preset='paper', grid={'method': ['ce', 'patchmix_cl'], 'test_fold': ['0', '1', '2', '3', '4'], 'seed': [1]}),
+    'backbones': dict(
+        description='CE, Patch-Mix CE and Patch-Mix CL on AST and on BEATs, tested on the official test set and on its '
+                    'leak-free variant, 5 seeds (a checkpoint per model: --pretrained-for ast-base=... beats=...)',
+        preset='paper', grid={'method': _MAIN, 'model': ['ast-base', 'beats'], 'test_fold': _PROTOCOLS,
+                              'seed': SEEDS5}),
+    'backbones-cpu': dict(
+        description='backbones in seconds per run: ast-tiny and beats-tiny from scratch on the synthetic set, '
+                    '2 seeds (CI)',
+        preset='smoke', grid={'method': _MAIN, 'model': ['ast-tiny', 'beats-tiny'], 'test_fold': _PROTOCOLS,
+                              'seed': [1, 2]}),
+    'transfer': dict(
+        description="trained on ICBHI, scored on SPRSound's official test sets in ICBHI's 4 classes: CE, Patch-Mix "
+                    "CE and CL on AST and BEATs, 5 seeds (--eval-data SPRSOUND_FOLDER --pretrained-for ...)",
+        preset='paper', grid={'method': _MAIN, 'model': ['ast-base', 'beats'], 'seed': SEEDS5},
+        evaluate={'dataset': 'sprsound'}),
+    'transfer-cpu': dict(
+        description='transfer in seconds per run: tiny models on the synthetic ICBHI, scored on the synthetic '
+                    'SPRSound, 2 seeds (CI)',
+        preset='smoke', grid={'method': ['ce', 'patchmix_cl'], 'model': ['ast-tiny', 'beats-tiny'], 'seed': [1, 2]},
+        evaluate={'dataset': 'sprsound'}),
 }
 
-SPEC_KEYS = {'description', 'preset', 'grid', 'set'}
+SPEC_KEYS = {'description', 'preset', 'grid', 'set', 'evaluate'}
 
 # %% ../nbs/25_sweep.ipynb #s2
 MAX_SPEC_BYTES, MAX_SPEC_NODES = 1_000_000, 100_000
+EVAL_KEYS = {'dataset', 'data_dir'}   # a spec's `evaluate`: after training, score best.pt on this dataset
 
 
 class SpecLoader(yaml.SafeLoader):
@@ -194,6 +214,10 @@ def check_spec(spec: dict, where: str = 'spec') -> dict:
         raise ValueError(f"{where}: unknown preset {show_value(spec['preset'])}; expected one of {sorted(PRESETS)}")
     if not isinstance(spec.get('set') or {}, dict):
         raise ValueError(f"{where}: 'set' must be a mapping FIELD: value, got {show_value(spec['set'])}")
+    ev = spec.get('evaluate')
+    if ev is not None and not (isinstance(ev, dict) and ev.get('dataset') in DATASETS and set(ev) <= EVAL_KEYS):
+        raise ValueError(f"{where}: 'evaluate' must be a mapping {{dataset: {' | '.join(DATASETS)}, data_dir: "
+                         f"FOLDER (optional)}}, got {show_value(ev)}")
     try:
         expand_grid(spec['grid'])
         for k, v in (spec.get('set') or {}).items(): _common_field(field_of(k).name, "the spec's set")
@@ -204,8 +228,8 @@ def check_spec(spec: dict, where: str = 'spec') -> dict:
 
 
 def load_spec(name_or_file) -> dict:
-    """A named spec (`SPECS`) or a YAML/JSON file with keys description, preset, grid, set (at most MAX_SPEC_BYTES;
-    YAML read by `SpecLoader`)."""
+    """A named spec (`SPECS`) or a YAML/JSON file with keys description, preset, grid, set, evaluate (at most
+    MAX_SPEC_BYTES; YAML read by `SpecLoader`)."""
     if str(name_or_file) in SPECS: return dict(SPECS[str(name_or_file)])
     p = Path(name_or_file)
     if not p.is_file(): raise ValueError(f"{name_or_file}: neither a spec name ({', '.join(SPECS)}) nor a file")
@@ -246,6 +270,7 @@ class Run:
     dir: Path
     point: dict
     config: Config
+    evaluate: dict | None = None      # {'dataset', 'data_dir'}: best.pt scored there after training (sweep.json)
 
     @property
     def hash(self) -> str: return config_hash(self.config)
@@ -254,9 +279,10 @@ class Run:
     def folder(self) -> RunFolder: return RunFolder(self.dir)
 
     def record(self, notebook=None) -> dict:
-        "sweep.json: the run's name, its grid point, the notebook (None: the packaged one) and the Config's hash."
+        """sweep.json: the run's name, its grid point, the notebook (None: the packaged one), the Config's hash and
+        the cross-dataset evaluation asked for (if any)."""
         return {'name': self.name, 'point': self.point, 'notebook': str(notebook) if notebook else None,
-                'hash': self.hash}
+                'hash': self.hash, **({'evaluate': self.evaluate} if self.evaluate else {})}
 
     def write(self, notebook=None) -> None:
         "config.json (written once) and sweep.json: what the worker reads."
@@ -264,8 +290,27 @@ class Run:
         save_json(self.record(notebook), self.dir / 'sweep.json')
 
 # %% ../nbs/25_sweep.ipynb #p2
-def plan_sweep(out_dir, points: Sequence[dict], preset: str | None = None, **common) -> list[Run]:
-    "Each point resolved by `make_config(preset, **common, **point)` into a Config, with its run folder under out_dir."
+def _model_of(values: dict, preset: str | None) -> str:
+    "The model a run's settings name (the point's, the common one, the preset's, else the Config default)."
+    return values.get('model') or (PRESETS[preset].get('model') if preset else None) or FIELDS['model'].default
+
+
+def _check_evaluate(evaluate: dict | None) -> dict | None:
+    if not evaluate: return None
+    if evaluate.get('dataset') not in DATASETS:
+        raise ValueError(f"evaluate: a dataset to score on ({', '.join(DATASETS)}), got {show_value(evaluate)}")
+    ev = resolve_paths({'data_dir': None, **evaluate})
+    if ev['data_dir'] is not None and not Path(ev['data_dir']).is_dir():
+        raise ValueError(f"{ev['data_dir']}: no such folder (the {ev['dataset']} folder to score the runs on)")
+    return ev
+
+
+def plan_sweep(out_dir, points: Sequence[dict], preset: str | None = None, pretrained_for: dict | None = None,
+               evaluate: dict | None = None, **common) -> list[Run]:
+    """Each point resolved by `make_config(preset, **common, **point)` into a Config, with its run folder under out_dir.
+    `pretrained_for`: a checkpoint per model ({'ast-base': PATH, 'beats': PATH}; other models take `pretrained`);
+    `evaluate`: {'dataset', 'data_dir'} to score each run's best.pt on after training (data_dir None: the synthetic
+    set of that dataset, only for runs on the synthetic set)."""
     out = Path(out_dir).expanduser().resolve()
     if any('out_dir' in p for p in points):
         raise ValueError("out_dir is the sweep's to set: each run goes to OUT/<run name>")
@@ -273,9 +318,14 @@ def plan_sweep(out_dir, points: Sequence[dict], preset: str | None = None, **com
     both = sorted({k for p in points for k in p} & set(common))
     if both: raise ValueError(f"{', '.join(both)}: an axis of the grid and also a setting of every run (a flag, "
                               "--set or the spec's set); give each field once")
+    pre, ev = dict(pretrained_for or {}), _check_evaluate(evaluate)
+    unused = sorted(set(pre) - {_model_of({**common, **p}, preset) for p in points})
+    if unused: raise ValueError(f"pretrained_for names {', '.join(unused)}, a model no run of this sweep uses")
     runs, names = [], set()
     for point in points:
-        values = resolve_paths({'progress': False, **common, **point})
+        values = {'progress': False, **common, **point}
+        if _model_of(values, preset) in pre: values['pretrained'] = pre[_model_of(values, preset)]
+        values = resolve_paths(values)
         try:
             cfg = make_config(preset, **values)
             name = run_name({'method': cfg.method, **point, 'seed': cfg.seed})
@@ -283,8 +333,11 @@ def plan_sweep(out_dir, points: Sequence[dict], preset: str | None = None, **com
         except (TypeError, ValueError, FileNotFoundError) as e:
             raise ValueError(f"run {run_name(point)}: {' '.join(str(e).split())}") from None
         if name in names: raise ValueError(f"two grid points share the run folder {name!r}")
+        if ev and ev['data_dir'] is None and cfg.data_dir is not None:
+            raise ValueError(f"run {name} is scored on {ev['dataset']} after training: give its folder (eval_data, "
+                             f"--eval-data DIR); the synthetic one goes only with runs on the synthetic set")
         names.add(name)
-        runs.append(Run(name, out / name, dict(point), cfg))
+        runs.append(Run(name, out / name, dict(point), cfg, ev))
     return runs
 
 # %% ../nbs/25_sweep.ipynb #w1
@@ -348,7 +401,7 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
           preset: str | None = None, executor: str = 'local', workers: int | None = None,
           gpus: Sequence | None = None, slurm: dict | None = None, wait: bool = True, rerun: bool = False,
           dry_run: bool = False, notebook=None, log: Callable | None = print, interval: float = 30.,
-          **config) -> pd.DataFrame:
+          pretrained_for: dict | None = None, evaluate: str | None = None, eval_data=None, **config) -> pd.DataFrame:
     """Run the experiment notebook at every point of a grid (or a named/filed spec) into `out_dir/<run>`; return
     every run of the folder (the rows of summary.csv).
 
@@ -357,7 +410,9 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
     (epochs=1, data_dir=..., ...). Finished runs with the same resolved Config are kept, unfinished ones resume from
     last.pt, runs with other settings are refused (`rerun=True` runs them again). `executor='local'` runs `workers`
     at once; `'slurm'` submits jobs (`slurm`: partition, gpus_per_run, cpus_per_run, mem, time, array_parallelism,
-    extra); `wait=False` returns after submitting."""
+    extra); `wait=False` returns after submitting. `pretrained_for`: a checkpoint per model (a grid over models);
+    `evaluate`: a dataset on whose test sets each run's best.pt is also scored after training (default: the spec's),
+    `eval_data` its folder (default: the spec's, else its synthetic set for runs on the synthetic set)."""
     say = log or (lambda *a, **k: None)
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {show_value(executor)}")
@@ -367,7 +422,10 @@ def sweep(out_dir, grid=None, methods: Sequence[str] | None = None, seeds: Seque
     preset = preset if preset is not None else s.get('preset')
     common = {field_of(k).name: parse_value(k, v) for k, v in {**(s.get('set') or {}), **config}.items()
               if v is not None}
-    runs = plan_sweep(out_dir, points, preset, **common)
+    ev = {**(s.get('evaluate') or {}), **({'dataset': evaluate} if evaluate else {}),
+          **({'data_dir': str(eval_data)} if eval_data else {})}
+    if ev and 'dataset' not in ev: raise ValueError("eval_data (--eval-data) needs the dataset it holds: evaluate=NAME")
+    runs = plan_sweep(out_dir, points, preset, pretrained_for, ev or None, **common)
     out = guard_output(Path(out_dir).expanduser(), 'sweep')                   # never inside a dataset
     queue = queue_snapshot([r.dir for r in runs])                           # Slurm asked once for the plan
     todo, kept, aside = _check_existing(runs, rerun, queue)
@@ -428,130 +486,7 @@ def monitor(runs: Sequence[Run], out: Path, ex, say: Callable = print, interval:
         write_summary(collect_runs(out), out)
         raise
 
-# %% ../nbs/25_sweep.ipynb #c1
-ALWAYS = ('method', 'seed', 'test_fold', 'n_cls', 'model', 'preset', 'epochs')   # config columns summary.csv always has
-METRICS = ('sp', 'se', 'score', 'val_score', 'epoch', 'upstream_sp', 'upstream_se', 'upstream_score', 'upstream_epoch')
-RUN_COLUMNS = ('seconds', 'threads', 'gpus', 'job_id', 'error', 'notebook', 'run', 'hash')
-
-
-def _metrics_row(m: dict) -> dict:
-    t, v, u = m.get('test') or {}, m.get('val') or {}, m.get('upstream_best_on_test') or {}
-    return {'sp': t.get('sp'), 'se': t.get('se'), 'score': t.get('score'), 'val_score': v.get('score'),
-            'epoch': m.get('selected_epoch'), 'upstream_sp': u.get('sp'), 'upstream_se': u.get('se'),
-            'upstream_score': u.get('score'), 'upstream_epoch': u.get('epoch')}
-
-
-def _run_row(d: Path, queue=ASK) -> dict:
-    f = RunFolder(d)
-    state = f.state(queue)
-    rec, ex, cfg = f.read('sweep.json') or {}, f.read('execution.json') or {}, f.config() or {}
-    row = {'name': d.name, 'status': state, **{k: v for k, v in cfg.items() if k not in RUN_FREE or k in ALWAYS}}
-    if state == 'ok': row.update(_metrics_row(f.read('metrics.json') or {}))
-    row.update({k: ex.get(k) for k in ('seconds', 'threads', 'gpus', 'job_id')})
-    row.update({'error': ex.get('error') if state == 'failed' else None, 'run': str(d),
-                'notebook': str(d / ('experiment.ipynb' if state == 'ok' else 'experiment-failed.ipynb')),
-                'hash': rec.get('hash') or (config_hash(cfg) if cfg else None)})
-    return row
-
-
-def collect_runs(out_dir, queue=ASK) -> pd.DataFrame:
-    """Every run in a sweep folder (whichever call made it): one row each with its state, the config fields that
-    vary across the folder (and `ALWAYS`), its metrics and where its notebook is. Slurm is asked once (or `queue`)."""
-    out = Path(out_dir)
-    dirs = sorted(d for d in out.iterdir() if d.is_dir() and not d.name.startswith('.') and
-                  ((d / 'sweep.json').exists() or (d / 'metrics.json').exists())) if out.exists() else []
-    queue = queue_snapshot(dirs) if queue == ASK else queue
-    df = pd.DataFrame([_run_row(d, queue) for d in dirs])
-    if df.empty: return pd.DataFrame(columns=['name', 'status', *ALWAYS, *METRICS, *RUN_COLUMNS])
-    varied = [c for c in FIELDS if c in df.columns and c not in (*RUN_FREE, *ALWAYS)
-              and df[c].astype(str).nunique() > 1]
-    keep = ['name', 'status', 'method', *varied, 'seed'] + [c for c in ALWAYS if c not in ('method', 'seed')]
-    for c in (*keep, *METRICS, *RUN_COLUMNS):
-        if c not in df.columns: df[c] = None
-    return df[[*keep, *METRICS, *RUN_COLUMNS]]
-
-# %% ../nbs/25_sweep.ipynb #3e366e6d
-PAPER_METHOD = {'ce': 'AST fine-tuning (CE)', 'patchmix_cl': 'Patch-Mix CL'}
-PAPER_SETTING = {'n_cls': 4, 'test_fold': 'official', 'temperature': 0.06, 'alpha': 1.0, 'target_type': 'grad_block',
-                 'negative_pair': 'all', 'mix_mode': 'random', 'mix_beta': 1.0}   # where the paper's figure applies
-
-
-def pooled_fields(runs: pd.DataFrame) -> list[str]:
-    "Fields averaged over: the seed, and the test fold when every run is on a patient fold (the 5-fold protocol)."
-    folds = 'test_fold' in runs and len(runs) and runs.test_fold.notna().all()
-    folds = folds and not runs.test_fold.astype(str).str.startswith('official').any()
-    return ['seed', 'test_fold'] if folds else ['seed']
-
-
-def group_fields(runs: pd.DataFrame) -> list[str]:
-    "The method and every other Config field that varies across the runs, except the pooled ones."
-    pool = pooled_fields(runs)
-    return ['method', *[c for c in runs.columns if c in FIELDS and c not in (*RUN_FREE, *pool, 'method')
-                        and runs[c].astype(str).nunique() > 1]]
-
-
-def _paper_score(method, rows: pd.DataFrame) -> float:
-    for k, v in PAPER_SETTING.items():
-        if k in rows and not rows[k].isna().all() and not (rows[k].astype(str) == str(v)).all(): return float('nan')
-    paper = PAPER_RESULTS[(PAPER_RESULTS.method == PAPER_METHOD.get(method, '')) & (PAPER_RESULTS.task == '4-class')]
-    return float(paper.score.iloc[0]) if len(paper) else float('nan')
-
-
-def summarize_sweep(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std (over seeds, and folds in the fold protocol) per group of runs (the method and every other varied
-    field), over the runs that finished, beside the paper's 4-class Score where the paper has one."""
-    keys, out = group_fields(runs), []
-    for vals, g in runs.groupby(keys, sort=False, dropna=False):
-        vals = vals if isinstance(vals, tuple) else (vals,)
-        ok = g[g.status == 'ok']
-        r = dict(zip(keys, vals))
-        r['group'] = ' '.join([str(vals[0])] + [f"{k}={v}" for k, v in zip(keys[1:], vals[1:])])
-        r.update(runs=len(ok), failed=int((g.status == 'failed').sum()),
-                 unfinished=int((~g.status.isin(['ok', 'failed'])).sum()))
-        for k in ('sp', 'se', 'score', 'upstream_score'):
-            v = ok[k].astype(float) if k in ok else pd.Series(dtype=float)
-            r[k] = v.mean() if len(v) else float('nan')
-            r[f"{k}_std"] = v.std(ddof=1) if len(v) > 1 else float('nan')
-        r['paper_score'] = _paper_score(vals[0], g)
-        out.append(r)
-    return pd.DataFrame(out)
-
-# %% ../nbs/25_sweep.ipynb #c2
-def _pm(m, s) -> str:
-    if m is None or pd.isna(m): return '–'
-    return f"{m:.2f}" + ('' if s is None or pd.isna(s) else f" ± {s:.2f}")
-
-
-def summary_markdown(runs: pd.DataFrame) -> str:
-    "summary.md: one row per group (mean ± std over seeds/folds) and one row per run."
-    s, keys, pool = summarize_sweep(runs), group_fields(runs), pooled_fields(runs)
-    lines = ['# Sweep summary', '',
-             f"Test figures at the epoch selected on the validation patients, mean ± std over {' and '.join(pool)}s; "
-             '"upstream" is the reference protocol (best epoch on the test set, Se > 5). Paper: 4-class Score of '
-             'Bae et al. 2023 (official split, AST IN+AS), shown where a group has the paper\'s setting.', '',
-             '| ' + ' | '.join(keys) + ' | runs | failed | Sp | Se | Score | upstream Score | paper Score |',
-             '|' + '---|' * (len(keys) + 7)]
-    for _, r in s.iterrows():
-        figs = [_pm(r.get(k), r.get(f"{k}_std")) for k in ('sp', 'se', 'score', 'upstream_score')]
-        lines.append('| ' + ' | '.join(str(r[k]) for k in keys) + f" | {r.runs} | {r.failed} | "
-                     + ' | '.join(figs) + f" | {_pm(r.get('paper_score'), None)} |")
-    lines += ['', '## Runs', '', '| run | status | Sp | Se | Score | notebook |', '|---|---|---|---|---|---|']
-    for _, r in runs.iterrows():
-        name = r.get('name') if isinstance(r.get('name'), str) else f"{r.method}_seed{r.seed}"
-        st = r.status if r.status != 'failed' else f"failed: {r.get('error')}"
-        lines.append(f"| {name} | {st} | {_pm(r.get('sp'), None)} | {_pm(r.get('se'), None)} | "
-                     f"{_pm(r.get('score'), None)} | {r.get('notebook')} |")
-    return '\n'.join(lines) + '\n'
-
-
-def write_summary(runs: pd.DataFrame, out_dir) -> tuple[Path, Path]:
-    "Write summary.csv and summary.md atomically."
-    out = Path(out_dir)
-    csv = atomic_write(out / 'summary.csv', lambda t: runs.to_csv(t, index=False))
-    md = atomic_write(out / 'summary.md', lambda t: t.write_text(summary_markdown(runs)))
-    return csv, md
-
-
+# %% ../nbs/25_sweep.ipynb #c3
 def sweep_status(out_dir) -> tuple[pd.DataFrame, str]:
     "The runs of a sweep folder and a one-line count (also for a sweep submitted without waiting); rewrites summary."
     out = Path(out_dir)
@@ -565,20 +500,3 @@ def sweep_status(out_dir) -> tuple[pd.DataFrame, str]:
     started = [t for t in started if t]
     return runs, progress_line(dict(zip(runs.name, runs.status)), time.time() - min(started) if started else 0.,
                                secs, max(1, int((runs.status == 'running').sum())), requeue_count(runs.run))
-
-# %% ../nbs/25_sweep.ipynb #e40785da
-def plot_summary(runs: pd.DataFrame, title: str | None = None):
-    "Bars of Sp/Se/Score per group (mean ± std over seeds) with the paper's Score as a black marker."
-    import matplotlib.pyplot as plt
-    s = summarize_sweep(runs).dropna(subset=['score'])
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(s), 3))
-    x, w = np.arange(len(s)), 0.26
-    for i, k in enumerate(('sp', 'se', 'score')):
-        ax.bar(x + (i - 1) * w, s[k], w, yerr=s[f"{k}_std"].fillna(0), capsize=3,
-               label=k.capitalize() if k != 'sp' else 'Sp')
-    ax.scatter(x + w, s['paper_score'], color='k', marker='_', s=300, zorder=3, label='paper Score')
-    ax.set(xticks=x, xticklabels=[g.replace(' ', '\n') for g in s['group']], ylabel='%', ylim=(0, 100),
-           title=title or 'sweep: mean ± std over seeds')
-    ax.legend(fontsize=7, ncol=4, loc='upper center')
-    fig.tight_layout()
-    return fig
