@@ -188,6 +188,8 @@ def _data_commands(sub) -> None:
     p.add_argument('--cache', help='cache folder (default: $PATCHMIX_HOME/cache)')
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--dtype', default='float16', choices=['float16', 'float32'])
+    p.add_argument('--model', help="cache this model's input: a beats model reads BEATs' own filterbank "
+                   "(default: AST's fbank, the input of every other model)")
     p.add_argument('--duration', type=float, default=8.0)
     p.add_argument('--pad', default='repeat', choices=['repeat', 'zero'])
     p.add_argument('--no-progress', dest='progress', action='store_false')
@@ -317,7 +319,7 @@ def format_protocol(p: dict) -> str:
 
 def cmd_prepare(a) -> int:
     from patchmix_nb.core import patchmix_home
-    from patchmix_nb.data import SOURCES, check_index, ensure_synthetic_sprsound
+    from patchmix_nb.data import SOURCES, check_index, ensure_synthetic_sprsound, input_features
     from patchmix_nb.features import build_cache
     from patchmix_nb.synthetic import ensure_synthetic
     cache_dir = spr.guard_sprsound(a.cache or patchmix_home() / 'cache', 'cache')  # never inside a dataset folder
@@ -327,7 +329,8 @@ def cmd_prepare(a) -> int:
     check_index(idx, a.skip_bad, warn=lambda m: print(f"patchmix prepare: {m}", file=sys.stderr))
     t0 = time.time()
     cache = build_cache(idx, cache_dir, workers=a.workers, dtype=a.dtype, progress=a.progress, pad=a.pad,
-                        duration=a.duration, missing='skip' if a.skip_bad else 'error')
+                        duration=a.duration, missing='skip' if a.skip_bad else 'error',
+                        features=input_features(make_config(model=a.model)) if a.model else None)
     size = sum(f.stat().st_size for f in cache.path.iterdir()) / 1e6
     items = 'events' if ds == 'sprsound' else 'cycles'
     print(f"cache {cache.path}: {len(cache)} {items}, features {tuple(cache.features.shape)} {cache.features.dtype}, "
