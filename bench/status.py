@@ -13,7 +13,8 @@ from slurm_cluster import SlurmCluster                                          
 
 from patchmix_nb import runs as R                                               # noqa: E402
 from patchmix_nb.runs import RunFolder                                          # noqa: E402
-from patchmix_nb.sweep import summarize_sweep, sweep, sweep_status              # noqa: E402
+from patchmix_nb.sweep import sweep, sweep_status                               # noqa: E402
+from patchmix_nb.summary import summarize_sweep                                   # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 

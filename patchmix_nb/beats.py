@@ -14,18 +14,18 @@ import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
 from .ast import CheckpointError, LoadReport, MixFn, apply_mix
-from .features import FBANK_MEAN, FBANK_STD
 
 # %% auto #0
-__all__ = ['BEATS_FBANK_MEAN', 'BEATS_FBANK_STD', 'BEATS_FBANK_KWARGS', 'BEATS_DEFAULTS', 'BEATS_CONFIGS',
-           'beats_fbank', 'plot_fbank_pair', 'plot_grid_maps', 'beats_config', 'relative_bucket',
-           'BEATsAttention', 'BEATsLayer', 'WNConv1d', 'BEATsEncoder', 'BEATs', 'load_beats',
-           'ast_to_beats_norm']
+__all__ = ['BEATS_FBANK_MEAN', 'BEATS_FBANK_STD', 'BEATS_FBANK_KWARGS', 'BEATS_WAVE_SCALE', 'BEATS_FEATURES',
+           'BEATS_DEFAULTS', 'BEATS_CONFIGS', 'beats_fbank', 'plot_fbank_pair', 'plot_grid_maps',
+           'beats_config', 'relative_bucket', 'BEATsAttention', 'BEATsLayer', 'WNConv1d', 'BEATsEncoder',
+           'BEATs', 'load_beats']
 
 # %% ../nbs/09_beats.ipynb #bt05
 BEATS_FBANK_MEAN = 15.41663  # BEATs' fbank statistics (AudioSet), as its preprocess uses them
 BEATS_FBANK_STD = 6.55582
 BEATS_FBANK_KWARGS = dict(num_mel_bins=128, sample_frequency=16000, frame_length=25, frame_shift=10)
+BEATS_WAVE_SCALE = 2 ** 15   # the wave, in [-1, 1], to the int16 range
 
 
 def beats_fbank(wave: torch.Tensor, mean: float = BEATS_FBANK_MEAN, std: float = BEATS_FBANK_STD) -> torch.Tensor:
@@ -33,9 +33,13 @@ def beats_fbank(wave: torch.Tensor, mean: float = BEATS_FBANK_MEAN, std: float =
     wave = torch.as_tensor(wave)
     if wave.ndim not in (1, 2): raise ValueError(f"wave must be (T,) or (B, T) at 16 kHz, got {tuple(wave.shape)}")
     waves = wave.float().reshape(-1, wave.shape[-1])
-    fb = torch.stack([kaldi.fbank(w[None] * 2 ** 15, **BEATS_FBANK_KWARGS) for w in waves])
+    fb = torch.stack([kaldi.fbank(w[None] * BEATS_WAVE_SCALE, **BEATS_FBANK_KWARGS) for w in waves])
     fb = (fb - mean) / (2 * std)
     return fb if wave.ndim == 2 else fb[0]
+
+
+BEATS_FEATURES = dict(fn=beats_fbank, params=dict(features='beats', fbank=BEATS_FBANK_KWARGS, scale=BEATS_WAVE_SCALE,
+                                                  mean=BEATS_FBANK_MEAN, std=BEATS_FBANK_STD))   # 04_features' cache
 
 # %% ../nbs/09_beats.ipynb #bt09
 def _grid_img(ax, img, title, cmap='viridis', **kw):
@@ -398,10 +402,3 @@ def load_beats(path, n_frames: int = 798, n_mels: int = 128) -> BEATs:
     model.load_report = LoadReport(str(path), 'beats', loaded=sorted(new), discarded=discarded,
                                    adapted=[f"renamed {len(notes)} weight-norm tensors"] if notes else [])
     return model
-
-# %% ../nbs/09_beats.ipynb #bt44
-def ast_to_beats_norm() -> tuple[float, float]:
-    """(m, s) such that (x - m) / s puts AST's normalised fbank x (04_features) in BEATs' normalisation: the log
-    energies shift by ln 2^30 (the 2^15 scale); the window (hanning, not BEATs' povey) is left as it is."""
-    shift = 30 * math.log(2)
-    return (BEATS_FBANK_MEAN - FBANK_MEAN - shift) / (2 * FBANK_STD), BEATS_FBANK_STD / FBANK_STD

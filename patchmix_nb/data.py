@@ -19,6 +19,7 @@ from .core import patchmix_home
 from .icbhi import CLASSES, CLASSES_2, DIAGNOSIS_CLASSES, DIAGNOSIS_CLASSES_2, ICBHIError, diagnosis_label
 from .dataset import load_index, split_cycles
 from .features import SAMPLE_RATE, build_cache, n_frames
+from .beats import BEATS_FEATURES
 from .synthetic import ensure_synthetic
 from . import sprsound as spr
 from .config import Config, check_config
@@ -26,8 +27,9 @@ from .devices import rank, world_size
 
 # %% auto #0
 __all__ = ['ICBHI_OF_EVENT', 'SOURCES', 'Task', 'n_frames_for', 'specaug_time_width', 'class_weights', 'Data',
-           'EventTask', 'EventIndex', 'ensure_synthetic_sprsound', 'Source', 'resolve_dataset', 'cache_root',
-           'check_index', 'load_data', 'CycleDataset', 'ShardedBatches', 'train_loader', 'eval_loader']
+           'EventTask', 'EventIndex', 'ensure_synthetic_sprsound', 'Source', 'resolve_dataset',
+           'input_features', 'cache_root', 'check_index', 'load_data', 'CycleDataset', 'ShardedBatches',
+           'train_loader', 'eval_loader']
 
 # %% ../nbs/16_data.ipynb #da6
 @dataclass(frozen=True)
@@ -222,6 +224,11 @@ def resolve_dataset(cfg: Config) -> Config:
     return cfg
 
 # %% ../nbs/16_data.ipynb #da16
+def input_features(cfg: Config) -> dict | None:
+    "What a run's model reads: BEATs' own filterbank for a beats model (09_beats), else None: AST's (04_features)."
+    return BEATS_FEATURES if cfg.model.startswith('beats') else None
+
+
 def cache_root(cfg: Config) -> Path:
     "Where feature caches live: cfg.cache or $PATCHMIX_HOME/cache."
     return Path(cfg.cache) if cfg.cache else patchmix_home() / 'cache'
@@ -249,7 +256,7 @@ def load_data(cfg: Config, progress: bool = False) -> Data:
         raise ValueError(f"{data_dir}: no usable cycles. {index.summary()}")
     cache_dir = spr.guard_sprsound(cache_root(cfg), 'cache')                # never inside a dataset folder
     cache = build_cache(index, cache_dir, duration=cfg.duration, pad=cfg.pad, progress=progress,
-                        missing='skip' if cfg.skip_bad else 'error')
+                        missing='skip' if cfg.skip_bad else 'error', features=input_features(cfg))
     split = source.split(index, cfg)
     task = Task.of(cfg)
     key = pd.MultiIndex.from_frame(index.cycles[['stem', 'cycle']])

@@ -233,7 +233,8 @@ def _plan(index, missing: str = 'error') -> tuple[pd.DataFrame, list, list]:
 
 
 def cache_manifest(index, sample_rate: int = SAMPLE_RATE, duration: float = DURATION, pad: str = 'repeat',
-                   dtype: str = 'float16', missing: str = 'error', plan: tuple | None = None) -> dict:
+                   dtype: str = 'float16', missing: str = 'error', plan: tuple | None = None,
+                   features: dict | None = None) -> dict:
     "The manifest whose hash keys a feature cache: data files (by content), cycles with labels, and parameters."
     cyc, tasks, skipped = plan if plan is not None else _plan(index, missing)
     try: digests = file_digests([wav for wav, *_ in tasks])           # every byte; unchanged files not reread
@@ -247,7 +248,8 @@ def cache_manifest(index, sample_rate: int = SAMPLE_RATE, duration: float = DURA
     return dict(files=files, n_cycles=len(cyc), cycles_sha256=cyc_hash, skipped_no_audio=skipped,
                 params=dict(sample_rate=sample_rate, duration=duration, pad=pad, fade=sample_rate // 16,
                             resample='torchaudio Resample sinc_interp_hann width 6 rolloff 0.99',
-                            fbank=FBANK_KWARGS, mean=FBANK_MEAN, std=FBANK_STD, dtype=str(np.dtype(dtype)),
+                            **(features['params'] if features else dict(fbank=FBANK_KWARGS, mean=FBANK_MEAN,
+                                                                         std=FBANK_STD)), dtype=str(np.dtype(dtype)),
                             shape=[len(cyc), n_frames(n), N_MELS]),
                 code=dict(cache_version=CACHE_VERSION, patchmix_nb=getattr(patchmix_nb, '__version__', '?')))
 
@@ -285,7 +287,7 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 def _build_part(features_path: str, dtype: str, tasks: list, sample_rate: int, duration: float, pad: str,
-                offset: int = 0) -> int | tuple:
+                offset: int = 0, fn: Callable = fbank) -> int | tuple:
     "Worker: compute the fbanks of some recordings and write their rows into features.npy (rows start at `offset`)."
     n = 0
     fd = os.open(features_path, os.O_WRONLY)
@@ -297,7 +299,7 @@ def _build_part(features_path: str, dtype: str, tasks: list, sample_rate: int, d
                 clips = cycles_from_recording(wave, cyc, sample_rate, duration, pad, path=wav)  # (k, T)
             except ICBHIError as e:  # sent back as data: exception pickling would drop .path
                 return ('data', e.args[0] if e.args else str(e), str(getattr(e, 'path', None) or wav))
-            feats = fbank(clips).to(getattr(torch, dtype)).numpy()  # (k, 798, 128); torch's float16 cast is faster
+            feats = fn(clips).to(getattr(torch, dtype)).numpy()  # (k, 798, 128); torch's float16 cast is faster
             row = feats[0].nbytes
             if rows[-1] - rows[0] + 1 == len(rows):
                 _pwrite_all(fd, memoryview(feats).cast('B'), offset + int(rows[0]) * row)
@@ -440,8 +442,9 @@ def _reserve(path: Path, size: int) -> None:
 def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: str = 'float16',
                 progress: bool = False, pad: str = 'repeat', duration: float = DURATION,
                 sample_rate: int = SAMPLE_RATE, missing: str = 'error', tasks_per_chunk: int = 4,
-                notice: Callable[[str], None] = _notice) -> FeatureCache:
-    "Compute each cycle's normalised fbank once (recordings in parallel) into cache_dir/<key>/; reuse it if intact."
+                notice: Callable[[str], None] = _notice, features: dict | None = None) -> FeatureCache:
+    """Compute each cycle's normalised fbank once (recordings in parallel) into cache_dir/<key>/; reuse it if intact.
+    `features`: another backbone's input ({'fn', 'params'}, e.g. 09_beats' BEATS_FEATURES); None: AST's fbank."""
     if np.dtype(dtype) not in (np.float16, np.float32):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
     if pad not in ('repeat', 'zero'):
@@ -450,7 +453,8 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     plan = _plan(index, missing)
     cyc, tasks, _ = plan
-    manifest = cache_manifest(index, sample_rate, duration, pad, dtype, missing, plan)
+    manifest = cache_manifest(index, sample_rate, duration, pad, dtype, missing, plan, features)
+    fn = features['fn'] if features else fbank
     cache_dir = guard_output(cache_dir, 'cache')
     data_dirs = {Path(f['path']).parent for f in manifest['files']}
     if any(cache_dir == d or d in cache_dir.parents for d in data_dirs):
@@ -506,7 +510,7 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
             torch.set_num_threads(1)  # small batched ops: 1 thread is as fast, and robust to a busy machine
             try:
                 for ch in chunks:
-                    done(_build_part(*args, ch, sample_rate, duration, pad, offset))
+                    done(_build_part(*args, ch, sample_rate, duration, pad, offset, fn))
             finally:
                 torch.set_num_threads(threads)
         else:
@@ -517,7 +521,7 @@ def build_cache(index, cache_dir: str | os.PathLike, workers: int = 2, dtype: st
             ex = ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_init,
                                      initargs=(threads, os.getpid()))
             try:
-                futs = [ex.submit(_build_part, *args, ch, sample_rate, duration, pad, offset) for ch in chunks]
+                futs = [ex.submit(_build_part, *args, ch, sample_rate, duration, pad, offset, fn) for ch in chunks]
                 for f in as_completed(futs):
                     done(f.result())
             finally:

@@ -21,7 +21,7 @@ from . import sprsound as spr
 from .metrics import confusion_matrix, per_group_scores
 from .config import Config, check_config
 from .devices import resolve_device
-from .data import SOURCES, EventTask, Task, eval_loader, load_data, n_frames_for
+from .data import SOURCES, EventTask, Task, eval_loader, input_features, load_data, n_frames_for
 from .model import PatchMixModel, build_model
 from .runs import load_checkpoint, load_model_state
 from .train import predict_logits, scores
@@ -66,6 +66,12 @@ def evaluate_run(ckpt, data_dir: str | None = None, split: str = 'test', device:
             'groups': group_scores(y, logits.argmax(1), groups, cfg.n_cls, sprsound=cfg.dataset == 'sprsound')}
 
 # %% ../nbs/20_inference.ipynb #in6
+def _features(cfg: Config, clips: torch.Tensor) -> torch.Tensor:
+    "The input the run's model reads, of clips (n, T): AST's fbank, or BEATs' own for a beats model (as its cache)."
+    kind = input_features(cfg)
+    return kind['fn'](clips) if kind else fbank(clips)
+
+
 def predict_recording(ckpt, wav, txt=None, device: str = 'cpu', dataset: str | None = None) -> pd.DataFrame:
     "Per-cycle predictions for one recording: cycles from `txt` (checked against the audio), else clip-length windows."
     cfg, model = load_run(ckpt, device)
@@ -77,7 +83,7 @@ def predict_recording(ckpt, wav, txt=None, device: str = 'cpu', dataset: str | N
     if txt is None:
         n = max(1, math.ceil(info.duration / cfg.duration - 1e-9))
         cycles = [Cycle(i * cfg.duration, min((i + 1) * cfg.duration, info.duration), 0, 0) for i in range(n)]
-    x = fbank(load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)   # (n, 1, T, 128)
+    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)   # (n, 1, T, 128)
     with torch.no_grad():
         logits = torch.cat([model.logits(b.to(model.device)).cpu() for b in x.split(32)])
     probs = logits.softmax(1).numpy()
@@ -126,7 +132,7 @@ def _predict_events(cfg: Config, model, task, wav, js) -> pd.DataFrame:
                                     f"{Path(wav).name})", js, e.key)
     if not ann.events: raise spr.SPRSoundError('no events to predict (a Poor Quality record?)', js)
     cycles = [Cycle(e.start, e.end, 0, 0) for e in ann.events]
-    x = fbank(load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)
+    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)
     with torch.no_grad():
         probs = torch.cat([model.logits(b.to(model.device)).cpu() for b in x.split(32)]).softmax(1).numpy()
     types = [e.type for e in ann.events]

@@ -131,7 +131,8 @@ def _stop_on_signals(folder: RunFolder, enable: bool = True):
 def execute_run(run_dir, log_output: bool = False, on_signals: bool = True) -> dict:
     """Execute one planned run folder (config.json, sweep.json) here; returns what execution.json records.
 
-    The notebook gets the path of config.json (and `resume` when a last.pt or partial.pt is there), nothing else.
+    The notebook gets the path of config.json (and `resume` when a last.pt or partial.pt is there), and the dataset
+    to score best.pt on after training where sweep.json asks for one (`eval_on`, `eval_data`), nothing else.
     Leaves .running.json while it runs and execution.json (status ok | failed | interrupted | requeued, error,
     seconds, requeues) when it ends. `on_signals`: SIGTERM/SIGINT make the run save where it is and stop."""
     folder = RunFolder(Path(run_dir).resolve())
@@ -145,10 +146,12 @@ def execute_run(run_dir, log_output: bool = False, on_signals: bool = True) -> d
     status, error = 'failed', None
     try:
         with _stop_on_signals(folder, on_signals):
-            nb = (folder.read('sweep.json') or {}).get('notebook') or experiment_notebook()
+            rec = folder.read('sweep.json') or {}
+            nb, ev = rec.get('notebook') or experiment_notebook(), rec.get('evaluate')
             info['notebook'] = str(nb)
             _check_folder(folder)
-            run_experiment(folder.path, nb, log_output, config=str(folder / 'config.json'), resume=resume)
+            extra = {'eval_on': ev['dataset'], 'eval_data': ev.get('data_dir')} if ev else {}   # a 2nd dataset
+            run_experiment(folder.path, nb, log_output, config=str(folder / 'config.json'), resume=resume, **extra)
         status = 'ok'
     except BaseException as e:
         if isinstance(e, SystemExit) and str(folder.path) in _REQUEUED:     # submitit requeued the job, then exits

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ast import ASTHead, create_backbone, load_pretrained
-from .beats import BEATs, ast_to_beats_norm, load_beats
+from .beats import BEATs, load_beats
 from .patchmix import PatchMixer, cutmix, mixup
 from .losses import Projector, contrastive_targets, mix_ce_loss, patchmix_contrastive_loss
 from .config import Config
@@ -155,11 +155,10 @@ def _backbone(cfg: Config, n_frames: int, verbose: bool = False) -> nn.Module:
 def build_model(cfg: Config, n_frames: int, device: torch.device | str = 'cpu',
                 class_weights: torch.Tensor | None = None, input_norm: tuple[float, float] = (0.0, 1.0),
                 verbose: bool = False) -> PatchMixModel:
-    """The model `cfg` describes, on `device`; `class_weights` are used when cfg.weighted_loss. A BEATs model with
-    norm='audioset' scales the cached (AST) features into BEATs' own normalisation (09_beats `ast_to_beats_norm`)."""
+    """The model `cfg` describes, on `device`; `class_weights` are used when cfg.weighted_loss. `input_norm`: the
+    train split's statistics under norm='dataset', else identity (a BEATs model's cache holds BEATs' own input)."""
     device = torch.device(device)
     backbone = _backbone(cfg, n_frames, verbose)
-    if cfg.model.startswith('beats') and cfg.norm == 'audioset': input_norm = ast_to_beats_norm()
     model = PatchMixModel(backbone, cfg.n_cls, cfg.method, proj_dim=cfg.proj_dim, mix_beta=cfg.mix_beta,
                           mix_mode=cfg.mix_mode, temperature=cfg.temperature, alpha=cfg.alpha,
                           target_type=cfg.target_type, negative_pair=cfg.negative_pair,

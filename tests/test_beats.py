@@ -1,6 +1,7 @@
 """Tests of patchmix_nb.beats: the features of a checkpoint in the official BEATs format against SpeechBrain's port of
 the official code (the referee), BEATs' fbank, strict loading (every bad key named), the token grid under Patch-Mix,
-and the training-time details (gradient decay, the explicit attention path)."""
+the training-time details (gradient decay, the explicit attention path), and what a beats run trains on: BEATs' own
+fbank of each cycle, in a feature cache of its own."""
 import math
 
 import pytest
@@ -262,9 +263,8 @@ def test_gradient_decay_and_explicit_attention_path():
 # --------------------------------------------------------------------------------------------------------------------
 def test_cli_train_eval_beats_tiny_and_official_checkpoint(tmp_path, capsys):
     """From scratch (smoke preset: norm='dataset'), then eval of the run; then from a checkpoint in the official format
-    with norm='audioset' (BEATs' own scaling), lr 1e-12: the run starts from the checkpoint's weights."""
+    with norm='audioset' (BEATs' own input, taken as it is), lr 1e-12: the run starts from the checkpoint's weights."""
     import json
-    from patchmix_nb.beats import ast_to_beats_norm
     from patchmix_nb.cli import main
     from patchmix_nb.runs import load_checkpoint
     run = tmp_path / 'run'
@@ -282,6 +282,57 @@ def test_cli_train_eval_beats_tiny_and_official_checkpoint(tmp_path, capsys):
                  '--pretrained', str(tmp_path / 'beats_tiny.pt'), '--lr', '1e-12', '--max-steps', '1',
                  '--out', str(pre), '--no-progress']) == 0
     ck = load_checkpoint(pre / 'last.pt')
-    assert tuple(ck['input_norm']) == pytest.approx(ast_to_beats_norm())
+    assert tuple(ck['input_norm']) == (0.0, 1.0)                # the cache holds BEATs' own normalised fbank
     torch.testing.assert_close(ck['model']['encoder.layers.1.fc1.weight'], sd['encoder.layers.1.fc1.weight'],
                                rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What a beats run trains on: the official preprocess of each cycle, in a cache of its own
+# --------------------------------------------------------------------------------------------------------------------
+def official_preprocess(waves: torch.Tensor) -> torch.Tensor:
+    "BEATs' preprocess as the official code writes it: kaldi fbank of wave * 2^15 (16 kHz, 128 mel, 25/10 ms, povey)."
+    import torchaudio.compliance.kaldi as ta_kaldi
+    fb = torch.stack([ta_kaldi.fbank(w.unsqueeze(0) * 2 ** 15, num_mel_bins=128, sample_frequency=16000,
+                                     frame_length=25, frame_shift=10) for w in waves])
+    return (fb - 15.41663) / (2 * 6.55582)
+
+
+def test_beats_run_reads_beats_own_fbank(tmp_path, capsys):
+    """A beats-tiny run's training batch is the official preprocess of its cycles' waves, rounded to the cache's
+    float16 (exactly: the same float32 computation, then one rounding); in a float32 cache, equal to float32 rounding.
+    An AST run of the same data reads another cache, whose key and features are AST's as before."""
+    from dataclasses import replace
+    from patchmix_nb.audio import load_cycles
+    from patchmix_nb.beats import BEATS_FEATURES
+    from patchmix_nb.config import make_config
+    from patchmix_nb.data import load_data, train_loader
+    from patchmix_nb.features import build_cache, cache_key, cache_manifest, fbank
+    from patchmix_nb.inference import _features
+    cfg = make_config('smoke', model='beats-tiny', synthetic_recordings=24, cache=str(tmp_path / 'cache'))
+    d = load_data(cfg)
+    x, _, rows = next(iter(train_loader(d, 4, seed=1)))
+    wav = d.index.recordings.set_index('stem').wav
+    cyc = d.cache.cycles.iloc[rows.numpy()]
+    clips = torch.cat([load_cycles(wav[c.stem], [c], duration=cfg.duration, pad=cfg.pad) for c in cyc.itertuples()])
+    ref = official_preprocess(clips)                                       # (4, 198, 128) for 2 s clips
+    assert x.shape == (4, 1, 198, 128) and d.cache.manifest['params']['features'] == 'beats'
+    assert torch.equal(x[:, 0], ref.half().float())
+    assert torch.equal(_features(cfg, clips), ref)                         # predict/eval on a recording: the same input
+    c32 = build_cache(d.index, tmp_path / 'c32', workers=1, dtype='float32', duration=cfg.duration, pad=cfg.pad,
+                      features=BEATS_FEATURES)
+    torch.testing.assert_close(torch.from_numpy(c32.features[rows.numpy()]), ref, rtol=1.3e-6, atol=1e-5)
+
+    ast = load_data(replace(cfg, model='ast-tiny'))
+    assert ast.cache.path.parent == d.cache.path.parent and ast.cache.path != d.cache.path
+    assert ast.cache.path.name == cache_key(cache_manifest(d.index, duration=cfg.duration, pad=cfg.pad))
+    assert set(ast.cache.manifest['params']) == {'sample_rate', 'duration', 'pad', 'fade', 'resample', 'fbank', 'mean',
+                                                 'std', 'dtype', 'shape'}
+    xa = torch.from_numpy(ast.cache.features[rows.numpy()].astype('float32'))
+    assert torch.equal(xa, fbank(clips).half().float()) and torch.equal(_features(replace(cfg, model='ast-tiny'), clips),
+                                                                        fbank(clips))
+    assert (xa - x[:, 0]).abs().mean() > 0.1                               # two inputs, not one in two scales
+    from patchmix_nb.cli import main                                       # `patchmix prepare --model` builds the same
+    assert main(['prepare', str(d.data_dir), '--cache', cfg.cache, '--model', 'beats-tiny', '--duration', '2',
+                 '--workers', '1', '--no-progress']) == 0
+    assert f"cache {d.cache.path}:" in capsys.readouterr().out

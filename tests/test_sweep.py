@@ -2,7 +2,9 @@
 tests/test_slurm.py), the experiment notebook's parameters and dry run, one test per
 sweep defect of issue 9 (reuse with other settings, a summary of only the new rows, a relative --data, exit 0 with
 failures), and the one Config of a run (written once and read; the same settings give the same run from train, sweep,
-the notebook and Python; a preset only where named)."""
+the notebook and Python; a preset only where named). The local grid also scores each run on a synthetic SPRSound after
+training (the `transfer` specs' mechanism); the comparison specs (backbones, transfer and their CPU variants) are
+checked as plans (points and fields), without running them."""
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -39,16 +41,23 @@ def cli(capsys, monkeypatch):
 
 @pytest.fixture(scope='session')
 def work(once):
-    "A folder holding a tiny synthetic set `syn` (sweeps below run from here with the relative `--data syn`)."
-    return once('sweep', lambda d: patchmix('synth', d / 'syn', '--recordings', 24, '--seed', 3))
+    """A folder holding a tiny synthetic set `syn` (sweeps below run from here with the relative `--data syn`), and a
+    synthetic SPRSound `spr` to score runs on."""
+    def make(d):
+        from patchmix_nb.sprsound import make_synthetic_sprsound
+        patchmix('synth', d / 'syn', '--recordings', 24, '--seed', 3)
+        make_synthetic_sprsound(d / 'spr', recordings=24, seed=3)
+    return once('sweep', make)
 
 
 @pytest.fixture(scope='session')
 def local_sweep(work, once):
-    """method × seed = 4 runs on two local workers, with a relative --data: (the sweep's folder, its stdout). Made
-    once for this module's tests and the Slurm test, wherever pytest-xdist runs them."""
+    """method × seed = 4 runs on two local workers, with a relative --data, each scored on `spr` after training:
+    (the sweep's folder, its stdout). Made once for this module's tests and the Slurm test, wherever pytest-xdist
+    runs them."""
     def make(d):
-        r = patchmix('sweep', *GRID, '--workers', 2, '--data', 'syn', *TINY, '--out', 'local', cwd=work)
+        r = patchmix('sweep', *GRID, '--workers', 2, '--data', 'syn', *TINY, '--out', 'local', '--eval-on', 'sprsound',
+                     '--eval-data', 'spr', cwd=work)
         (d / 'stdout.txt').write_text(r.stdout)
     return work / 'local', (once('local-sweep', make) / 'stdout.txt').read_text()
 
@@ -90,14 +99,32 @@ def test_run_config_is_written_once_and_read(local_sweep):
         d = out / run
         cfg = Config.load(d / 'config.json')
         rec = json.loads((d / 'sweep.json').read_text())
-        assert set(rec) == {'name', 'point', 'notebook', 'hash'} and rec['hash'] == config_hash(cfg)
+        assert set(rec) == {'name', 'point', 'notebook', 'hash', 'evaluate'} and rec['hash'] == config_hash(cfg)
         assert json.loads((d / 'metrics.json').read_text())['config'] == cfg.to_dict()       # trained as written
         assert cfg.out_dir == str(d.resolve()) and cfg.progress is False and cfg.preset == 'cpu-demo'
         assert json.loads((d / 'execution.json').read_text())['notebook'] == str(experiment_notebook())
         nb = json.loads((d / 'experiment.ipynb').read_text())
         injected = next(c for c in nb['cells'] if 'injected-parameters' in c['metadata'].get('tags', []))
-        assert f'config = "{d.resolve() / "config.json"}"' in ''.join(injected['source'])     # the path, nothing else
-        assert 'batch_size' not in ''.join(injected['source'])
+        assert f'config = "{d.resolve() / "config.json"}"' in ''.join(injected['source'])     # the path, no field
+        assert 'batch_size' not in ''.join(injected['source']) and 'eval_on = "sprsound"' in ''.join(injected['source'])
+
+
+def test_runs_scored_on_a_second_dataset(local_sweep, work):
+    # --eval-on sprsound --eval-data spr (relative): each run's best.pt scored on SPRSound's two test sets after
+    # training, in eval-sprsound.json, and the summary reads it
+    out, _ = local_sweep
+    runs = pd.read_csv(out / 'summary.csv').set_index('name')
+    assert len(runs) == 4 and (runs.transfer == 'sprsound').all()
+    for n in runs.index:
+        ev = json.loads((out / n / 'eval-sprsound.json').read_text())
+        assert ev['dataset'] == 'sprsound' and ev['data'] == str((work / 'spr').resolve())
+        assert {g['group'] for g in ev['groups']} == {'intra-test', 'inter-test', 'all'}
+        assert ev['classes'] == ['normal', 'crackle', 'wheeze', 'both'] and sum(map(sum, ev['confusion'])) == ev['n']
+        assert runs.loc[n, 'transfer_score'] == pytest.approx(ev['score'])
+        spr = next(g['spr_score'] for g in ev['groups'] if g['group'] == 'all')
+        assert runs.loc[n, 'transfer_spr_score'] == pytest.approx(spr)
+    md = (out / 'summary.md').read_text()
+    assert "| Score on sprsound | sprsound's own Score |" in md and '## Published figures' in md
 
 
 def test_other_settings_are_refused_not_reused(local_sweep, work, cli):
@@ -155,6 +182,48 @@ def test_list_specs_and_spec_dry_run(work, tmp_path, cli):
     spec.write_text('grid: {method: [ce]\n')
     rc, _, err = cli('sweep', '--spec', spec, '--out', 'mine', cwd=work)
     assert rc == 2 and f"{spec}:" in err and 'YAML' in err
+
+
+def test_comparison_specs_plan(work, tmp_path, cli):
+    # backbones, transfer and their CPU variants: the points and fields each run gets, planned (nothing runs)
+    from patchmix_nb.sweep import plan_sweep, sweep_points
+    ck = {'ast-base': tmp_path / 'audioset_10_10_0.4593.pth', 'beats': tmp_path / 'BEATs_iter3_plus_AS2M.pt'}
+    for f in ck.values(): f.write_bytes(b'')
+    want = {'backbones': (60, 'paper', {'ast-base', 'beats'}, {'official', 'official-disjoint'}, {1, 2, 3, 4, 5}),
+            'backbones-cpu': (24, 'smoke', {'ast-tiny', 'beats-tiny'}, {'official', 'official-disjoint'}, {1, 2}),
+            'transfer': (30, 'paper', {'ast-base', 'beats'}, {'official'}, {1, 2, 3, 4, 5}),
+            'transfer-cpu': (8, 'smoke', {'ast-tiny', 'beats-tiny'}, {'official'}, {1, 2})}
+    for name, (n, preset, models, folds, seeds) in want.items():
+        points, spec = sweep_points(spec=name)
+        paper = preset == 'paper'
+        ev = spec.get('evaluate')
+        ev = {**ev, 'data_dir': str(work / 'spr')} if ev and paper else ev       # real data: a real folder to score on
+        runs = plan_sweep(tmp_path / name, points, spec['preset'], ck if paper else None, ev,
+                          **({'data_dir': str(work / 'syn')} if paper else {}))
+        cfgs = [r.config for r in runs]
+        assert len(runs) == n == len({r.name for r in runs}) and {c.preset for c in cfgs} == {preset}, name
+        assert {c.model for c in cfgs} == models and {c.test_fold for c in cfgs} == folds, name
+        assert {c.seed for c in cfgs} == seeds and {c.n_cls for c in cfgs} == {4}, name
+        methods = {c.method for c in cfgs}
+        assert methods == ({'ce', 'patchmix_cl'} if name == 'transfer-cpu' else {'ce', 'patchmix_ce', 'patchmix_cl'})
+        if paper:      # the checkpoint of each run's model, the paper's optimisation
+            assert all(Path(c.pretrained) == ck[c.model].resolve() for c in cfgs), name
+            assert {(c.epochs, c.batch_size, c.lr, c.duration) for c in cfgs} == {(50, 8, 5e-5, 8.0)}
+        else:          # from scratch, CPU-cheap: one epoch of 3 steps on 2 s clips
+            assert {(c.pretrained, c.epochs, c.max_steps, c.duration) for c in cfgs} == {(None, 1, 3, 2.0)}
+        ev = [r.record().get('evaluate') for r in runs]
+        assert ev == [None] * n if name.startswith('backbones') else all(e['dataset'] == 'sprsound' for e in ev)
+    # the CLI: a checkpoint per model; a real ICBHI run needs a real SPRSound folder to be scored on
+    rc, out, _ = cli('sweep', '--spec', 'backbones', '--data', 'syn', '--pretrained-for', f"ast-base={ck['ast-base']}",
+                     f"beats={ck['beats']}", '--out', 'bk', '--dry-run', cwd=work)
+    assert rc == 0 and out.count(': would run') == 60 and 'ce_modelbeats_foldofficial-disjoint_seed5' in out
+    rc, _, err = cli('sweep', '--spec', 'transfer', '--data', 'syn', '--pretrained-for', f"ast-base={ck['ast-base']}",
+                     f"beats={ck['beats']}", '--out', 'tr', '--dry-run', cwd=work)
+    assert rc == 2 and 'is scored on sprsound after training: give its folder' in err
+    rc, _, err = cli('sweep', '--spec', 'transfer-cpu', '--eval-data', 'nowhere', '--out', 'tr', '--dry-run', cwd=work)
+    assert rc == 2 and 'nowhere: no such folder' in err
+    rc, _, err = cli('sweep', '--spec', 'backbones-cpu', '--pretrained-for', 'ast-tiny', '--out', 'x', cwd=work)
+    assert rc == 2 and '--pretrained-for expects MODEL=PATH' in err
 
 
 NOTEBOOK = ROOT / 'nbs' / 'experiments' / 'experiment.ipynb'

@@ -12,7 +12,7 @@ page, the figures its executed notebook produced and the time it took.
     python tools/docs.py --check _docs     # every page there, with its figures, every link resolving
 
 `--check` fails when a notebook of the table has no page, a page lacks the figures its notebook produced, a numbered
-notebook (other than those in --no-figures, default `26_cli` and `27_main`, the command line) produced none, a local link does not resolve, or an
+notebook (other than those in --no-figures, default `27_cli` and `28_main`, the command line) produced none, a local link does not resolve, or an
 nbdev directive or a hidden cell's code shows.
 """
 from __future__ import annotations
@@ -207,7 +207,7 @@ def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int 
     return manifest
 
 
-def check(out: Path, no_figures: tuple[str, ...] = ('26_cli', '27_main')) -> list[str]:
+def check(out: Path, no_figures: tuple[str, ...] = ('27_cli', '28_main')) -> list[str]:
     "Problems with a built site (empty when fine): missing pages, missing figures, broken links, visible directives."
     mpath = out / 'manifest.json'
     if not mpath.exists(): return [f'{mpath}: no manifest; build the docs first (python tools/docs.py --out {out})']
@@ -248,7 +248,7 @@ def main(argv=None):
     ap.add_argument('--timeout', type=int, default=900, help='seconds per cell (default 900)')
     ap.add_argument('--all-cells', action='store_true', help="also run cells flagged with settings.ini's tst_flags")
     ap.add_argument('--check', metavar='DIR', help='check a built site instead of building')
-    ap.add_argument('--no-figures', nargs='*', default=['26_cli', '27_main'], help='numbered notebooks allowed to have no figure')
+    ap.add_argument('--no-figures', nargs='*', default=['27_cli', '28_main'], help='numbered notebooks allowed to have no figure')
     a = ap.parse_args(argv)
     if a.check:
         problems = check(Path(a.check), tuple(a.no_figures))
