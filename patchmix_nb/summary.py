@@ -17,9 +17,9 @@ from .config import FIELDS, RUN_FREE, config_hash
 from .runs import ASK, RunFolder, queue_snapshot
 
 # %% auto #0
-__all__ = ['ALWAYS', 'METRICS', 'RUN_COLUMNS', 'PAPER_SETTING', 'PUBLISHED', 'collect_runs', 'backbone_of',
-           'published_for', 'pooled_fields', 'group_fields', 'summarize_sweep', 'summary_markdown',
-           'write_summary', 'plot_summary']
+__all__ = ['ALWAYS', 'METRICS', 'RUN_COLUMNS', 'NOTEBOOK_OF', 'PAPER_SETTING', 'PUBLISHED', 'collect_runs',
+           'backbone_of', 'published_for', 'pooled_fields', 'group_fields', 'summarize_sweep',
+           'summary_markdown', 'write_summary', 'plot_summary']
 
 # %% ../nbs/25_summary.ipynb #c1
 ALWAYS = ('method', 'seed', 'test_fold', 'n_cls', 'model', 'preset', 'epochs')   # config columns summary.csv always has
@@ -45,6 +45,9 @@ def _transfer_row(f: RunFolder, rec: dict) -> dict:
             'transfer_score': ev.get('score'), 'transfer_spr_score': whole.get('spr_score')}
 
 
+NOTEBOOK_OF = {'ok': 'experiment.ipynb', 'failed': 'experiment-failed.ipynb'}   # the executed notebook a run keeps
+
+
 def _run_row(d: Path, queue=ASK) -> dict:
     f = RunFolder(d)
     state = f.state(queue)
@@ -53,7 +56,7 @@ def _run_row(d: Path, queue=ASK) -> dict:
     if state == 'ok': row.update(_metrics_row(f.read('metrics.json') or {}), **_transfer_row(f, rec))
     row.update({k: ex.get(k) for k in ('seconds', 'threads', 'gpus', 'job_id')})
     row.update({'error': ex.get('error') if state == 'failed' else None, 'run': str(d),
-                'notebook': str(d / ('experiment.ipynb' if state == 'ok' else 'experiment-failed.ipynb')),
+                'notebook': str(d / NOTEBOOK_OF[state]) if state in NOTEBOOK_OF else None,   # none while it runs
                 'hash': rec.get('hash') or (config_hash(cfg) if cfg else None)})
     return row
 
@@ -194,7 +197,7 @@ def summary_markdown(runs: pd.DataFrame) -> str:
         st = r.status if r.status != 'failed' else f"failed: {r.get('error')}"
         x = f" {_pm(r.get('transfer_score'), None)} |" if ds else ''
         lines.append(f"| {name} | {st} | {_pm(r.get('sp'), None)} | {_pm(r.get('se'), None)} | "
-                     f"{_pm(r.get('score'), None)} |{x} {r.get('notebook')} |")
+                     f"{_pm(r.get('score'), None)} |{x} {_text(r.get('notebook'))} |")
     return '\n'.join(lines) + '\n'
 
 
