@@ -9,10 +9,12 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .audio import FRAME_SHIFT, SAMPLE_RATE, mel_bin_of_hz, show_spectrogram
 
 # %% auto #0
 __all__ = ['MODES', 'spectrogram_to_patches', 'patches_to_spectrogram', 'token_mask_to_pixels', 'plot_patch_mix',
-           'plot_spectrograms', 'sample_lam', 'PatchMixInfo', 'PatchMixer', 'mixup', 'cutmix_box', 'cutmix']
+           'plot_spectrograms', 'sample_lam', 'PatchMixInfo', 'PatchMixer', 'mixup', 'cutmix_box', 'cutmix',
+           'patch_mix_audio']
 
 # %% ../nbs/11_patchmix.ipynb #f0a49510
 def spectrogram_to_patches(spec: torch.Tensor, patch: int = 16, stride: int = 10) -> torch.Tensor:
@@ -40,19 +42,11 @@ def token_mask_to_pixels(mask: torch.Tensor, shape: Sequence[int] = (798, 128), 
     return mask.view(n_f, n_t).cpu()[fi][:, ti].T                           # (T, F)
 
 # %% ../nbs/11_patchmix.ipynb #8606d00b
-def _show_spec(ax, spec, title, vmin=None, vmax=None):
-    "Spectrogram (T, F) with time on x and mel on y."
-    ax.imshow(np.asarray(spec, dtype=float).T, origin='lower', aspect='auto', cmap='magma', interpolation='nearest',
-              vmin=vmin, vmax=vmax)
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel('frame')
-    ax.set_ylabel('mel bin')
-
 def plot_patch_mix(spec_a, spec_b, mask, lam: float, grid: Sequence[int] = (12, 79), mixed=None,
                    names: Sequence[str] = ('a = x_i', 'b = x_π(i)'), labels: tuple[int, int] | None = None,
-                   classes: Sequence[str] = ('normal', 'crackle', 'wheeze', 'both')):
-    """Figure: cycles a and b (T, F), the token mask, the mixed cycle (partner tinted) and, given `labels`,
-    λ·e_a + (1-λ)·e_b."""
+                   classes: Sequence[str] = ('normal', 'crackle', 'wheeze', 'both'), durations=(None, None)):
+    """Figure: cycles a and b (T, F) and the mixed cycle (partner tinted) with one colour scale; below, the token mask
+    and, given `labels`, λ·e_a + (1-λ)·e_b. `durations` (s) of a and b shade their padding."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     spec_a, spec_b = torch.as_tensor(spec_a).float(), torch.as_tensor(spec_b).float()
@@ -60,45 +54,52 @@ def plot_patch_mix(spec_a, spec_b, mask, lam: float, grid: Sequence[int] = (12, 
     if mixed is None: mixed = torch.where(pix, spec_b, spec_a)
     lim = dict(vmin=float(torch.minimum(spec_a.min(), spec_b.min())),
                vmax=float(torch.maximum(spec_a.max(), spec_b.max())))
-    n = 5 if labels is not None else 4
-    fig, axs = plt.subplots(1, n, figsize=(3.8 * n, 3.2), width_ratios=(1, 1, 1.1, 1, 0.6)[:n])
-    _show_spec(axs[0], spec_a, f'{names[0]} (keeps λ = {lam:.3f})', **lim)
-    _show_spec(axs[1], spec_b, f'{names[1]} (gives 1-λ = {1-lam:.3f})', **lim)
-    axs[2].imshow(torch.as_tensor(mask).view(*grid).cpu().numpy(), origin='lower', aspect='auto', cmap='Greys',
-                  vmin=0, vmax=1, interpolation='nearest')
-    axs[2].set_title(f'token mask {grid[0]}×{grid[1]} (black = from partner)', fontsize=9)
-    axs[2].set_xlabel('time column t')
-    axs[2].set_ylabel('freq row f')
-    _show_spec(axs[3], torch.nan_to_num(torch.as_tensor(mixed).float(), nan=lim['vmin']), 'mixed x̃_i (partner tinted)',
-               **lim)
-    axs[3].imshow(np.ma.masked_where(~pix.numpy().T, np.ones(pix.T.shape)), origin='lower', aspect='auto',
-                  cmap=ListedColormap(['cyan']), alpha=0.22, interpolation='nearest')
+    fig = plt.figure(figsize=(11, 6.4), layout='constrained')
+    gs = fig.add_gridspec(2, 3, height_ratios=(1, 0.75))
+    ax_a, ax_b, ax_m = (fig.add_subplot(gs[0, i]) for i in range(3))
+    show_spectrogram(ax_a, spec_a, f'{names[0]}\nkeeps λ = {lam:.3f}', colorbar=False, pad_from=durations[0], **lim)
+    show_spectrogram(ax_b, spec_b, f'{names[1]}\ngives 1 − λ = {1 - lam:.3f}', colorbar=False, pad_from=durations[1],
+                     **lim)
+    show_spectrogram(ax_m, torch.nan_to_num(torch.as_tensor(mixed).float(), nan=lim['vmin']),
+                     'mixed x̃_i\n(partner\'s patches tinted)', colorbar=[ax_a, ax_b, ax_m], **lim)
+    ax_m.imshow(np.ma.masked_where(~pix.numpy().T, np.ones(pix.T.shape)), origin='lower', aspect='auto',
+                cmap=ListedColormap(['cyan']), alpha=0.22, interpolation='nearest',
+                extent=(0, pix.shape[0] * FRAME_SHIFT, 0, pix.shape[1]))
+    for a in (ax_b, ax_m): a.set_ylabel('')
+    ax_k = fig.add_subplot(gs[1, :2] if labels is not None else gs[1, :])
+    ax_k.imshow(torch.as_tensor(mask).view(*grid).cpu().numpy(), origin='lower', aspect='auto', cmap='Greys',
+                vmin=0, vmax=1, interpolation='nearest')
+    ax_k.set_title(f'token mask, {grid[0]} × {grid[1]} grid (black: from the partner)', fontsize=10)
+    ax_k.set(xlabel='time column t', ylabel='frequency row f')
     if labels is not None:
+        ax_w = fig.add_subplot(gs[1, 2])
         w = np.zeros(len(classes))                                                    # λ·e_{y_a} + (1-λ)·e_{y_b}
         w[labels[0]] += lam
         w[labels[1]] += 1 - lam
         colors = ['C0' if k == labels[0] else 'C1' if k == labels[1] else 'C7' for k in range(len(classes))]
-        axs[4].barh(range(len(classes)), w, color=colors)
-        axs[4].set_yticks(range(len(classes)), classes)
-        axs[4].invert_yaxis()
-        axs[4].set_xlim(0, 1)
-        axs[4].set_title('λ-mixed label weights', fontsize=9)
-        axs[4].set_xlabel('weight')
-    fig.tight_layout()
+        ax_w.barh(range(len(classes)), w, color=colors)
+        ax_w.set_yticks(range(len(classes)), classes)
+        ax_w.invert_yaxis()
+        ax_w.set_xlim(0, 1)
+        ax_w.set_title('λ-mixed label weights', fontsize=10)
+        ax_w.set_xlabel('weight')
     plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
-def plot_spectrograms(specs: dict, suptitle: str | None = None):
-    "Figure: a row of labelled spectrograms (T, F)."
+def plot_spectrograms(specs: dict, suptitle: str | None = None, ncols: int = 2):
+    "Figure: labelled spectrograms (T, F) on a grid of `ncols` columns, one colour scale and one colorbar."
     import matplotlib.pyplot as plt
-    fig, axs = plt.subplots(1, len(specs), figsize=(3.8 * len(specs), 3), squeeze=False)
+    nrows = math.ceil(len(specs) / ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 2.9 * nrows + 0.4), squeeze=False, layout='constrained')
     specs = {k: torch.as_tensor(v).float() for k, v in specs.items()}
     lim = dict(vmin=min(float(v.min()) for v in specs.values()), vmax=max(float(v.max()) for v in specs.values()))
-    for ax, (name, s) in zip(axs[0], specs.items()): _show_spec(ax, s, name, **lim)
+    for i, (ax, (name, s)) in enumerate(zip(axs.flat, specs.items())):
+        show_spectrogram(ax, s, name, colorbar=list(axs.flat) if i == len(specs) - 1 else False, **lim)
+    for ax in axs.flat[len(specs):]: ax.set_axis_off()
     if suptitle: fig.suptitle(suptitle)
-    fig.tight_layout()
     plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
+
 
 # %% ../nbs/11_patchmix.ipynb #9ab7a043
 def _gen_device(generator: torch.Generator | None) -> torch.device:
@@ -205,3 +206,23 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, beta: float = 1.0, generator: torch
     box[t0:t1, f0:f1] = True
     lam = 1. - (t1 - t0) * (f1 - f0) / (T * Fq)
     return torch.where(box, x[index], x), y, y[index], float(lam)
+
+# %% ../nbs/11_patchmix.ipynb #pm-au1
+def patch_mix_audio(wave_a, wave_b, mask, grid: Sequence[int] = (12, 79), sample_rate: int = SAMPLE_RATE,
+                    n_mels: int = 128, stride: int = 10, win: int = 400, hop: int = 160,
+                    n_fft: int = 512) -> np.ndarray:
+    "Listenable Patch-Mix of two clips (L,): a's short-time spectrum, b's where the token mask takes b; overlap-added."
+    a, b = (torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in (wave_a, wave_b))
+    if a.shape != b.shape: raise ValueError(f'the two clips differ in length: {a.numel()} and {b.numel()} samples')
+    if a.numel() < win: raise ValueError(f'clips of {a.numel()} samples are shorter than one {win}-sample frame')
+    window = torch.hann_window(win, periodic=False)
+    frames = lambda x: torch.fft.rfft(x.unfold(0, win, hop) * window, n=n_fft)          # (T, n_fft/2 + 1)
+    A, B = frames(a), frames(b)
+    pix = token_mask_to_pixels(torch.as_tensor(mask).bool(), (A.shape[0], n_mels), grid, stride)   # (T, n_mels)
+    hz = np.arange(A.shape[1]) * sample_rate / n_fft
+    mel = torch.as_tensor(np.clip(np.floor(mel_bin_of_hz(hz, n_mels, high=sample_rate / 2)), 0, n_mels - 1)).long()
+    mixed = torch.fft.irfft(torch.where(pix[:, mel], B, A), n=n_fft)[:, :win] * window   # (T, win)
+    at = (torch.arange(A.shape[0])[:, None] * hop + torch.arange(win)).reshape(-1)
+    out = torch.zeros_like(a).index_add_(0, at, mixed.reshape(-1))
+    norm = torch.zeros_like(a).index_add_(0, at, (window ** 2).repeat(A.shape[0]))
+    return (out / norm.clamp_min(1e-3)).numpy()
