@@ -23,7 +23,7 @@ from .icbhi import ICBHIError, MIN_SAMPLE_RATE
 __all__ = ['SAMPLE_RATE', 'DURATION', 'FADE_LEN', 'SPEC_CMAP', 'FRAME_SHIFT', 'MEL_LOW', 'MEL_HIGH', 'read_wav',
            'resample', 'fade', 'load_recording', 'cycle_bounds', 'cut_pad', 'cycles_from_recording',
            'load_cycles', 'plot_waveform', 'plot_fade', 'plot_padding', 'mel_bin_of_hz', 'hz_axis',
-           'show_spectrogram', 'plot_spectrogram']
+           'show_spectrogram', 'log_mel', 'plot_spectrogram']
 
 # %% ../nbs/03_audio.ipynb #22963d73
 SAMPLE_RATE = 16_000  # f_s used by the whole pipeline
@@ -216,7 +216,7 @@ def cycles_from_recording(wave: torch.Tensor, cycles: Iterable, sample_rate: int
     for i, c in enumerate(cycles):
         a, b = cycle_bounds(c.start, c.end, L, sample_rate)
         if b <= a:
-            raise ICBHIError(f'cycle {i} ({c.start}-{c.end} s) is empty once clipped to the recording '
+            raise ICBHIError(f'cycle {i + 1} ({c.start}-{c.end} s) is empty once clipped to the recording '
                              f'({L / sample_rate:.3f} s at {sample_rate} Hz)', path=path)
         cut_pad(wave[a:b], target, pad, sample_rate // 16, out=out[i])
     return out
@@ -323,6 +323,15 @@ def show_spectrogram(ax, spec, title: str = '', *, vmin=None, vmax=None, pad_fro
                                                                   fraction=0.04)
     elif colorbar is not False: ax.figure.colorbar(im, cax=colorbar, label=label)
     return im
+
+
+def log_mel(wave, sample_rate: int = SAMPLE_RATE, n_mels: int = 128) -> torch.Tensor:
+    """Log-mel spectrogram (frames, n_mels) of a 1-D waveform at any rate, for figures: resampled to 16 kHz, then
+    Kaldi's fbank with the settings of `04_features` (25 ms Hann windows every 10 ms, 20 Hz–8 kHz), not normalised."""
+    x = resample(torch.as_tensor(wave, dtype=torch.float32).reshape(-1), int(sample_rate))
+    if x.numel() < 400: raise ValueError(f'{x.numel()} samples at 16 kHz: shorter than one 25 ms frame (400)')
+    return torchaudio.compliance.kaldi.fbank(x[None], htk_compat=True, sample_frequency=SAMPLE_RATE, use_energy=False,
+                                             window_type='hanning', num_mel_bins=n_mels, dither=0.0, frame_shift=10)
 
 
 def plot_spectrogram(spec, title: str = '', pad_from: float | None = None, figsize=(10, 3), **kw):

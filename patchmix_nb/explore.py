@@ -38,7 +38,7 @@ def plot_class_balance(counts: pd.DataFrame, title: str = 'Cycles per class and 
     w = 0.8 / max(len(data), 1)
     for i, (name, row) in enumerate(data.iterrows()):
         bars = ax.bar(np.arange(len(cols)) + (i - (len(data) - 1) / 2) * w, row.to_numpy(), w, label=str(name))
-        ax.bar_label(bars, fmt='%.2f' if normalize else '%d', fontsize=7)
+        ax.bar_label(bars, fmt='%.2f' if normalize else '%d', fontsize=8)
     ax.set_xticks(range(len(cols)), cols)
     ax.set_ylabel('fraction of cycles' if normalize else 'cycles')
     ax.set_title(title)
@@ -207,7 +207,7 @@ def plot_sample_rates(recordings: pd.DataFrame) -> Figure:
     for i, sr in enumerate(t.columns):
         bars = ax.bar(np.arange(len(t)) + (i - (len(t.columns) - 1) / 2) * w, t[sr].to_numpy(), w,
                       label=f'{sr / 1000:g} kHz', color=f'C{i}')
-        ax.bar_label(bars, fontsize=7)
+        ax.bar_label(bars, fontsize=8)
     ax.set_xticks(range(len(t)), t.index)
     ax.set(ylabel='recordings', title='native sample rate per device')
     ax.legend(fontsize=8)
