@@ -41,40 +41,42 @@ def plot_token_grid(spec: torch.Tensor, patch_size: int = 16, stride: tuple[int,
     returns the Figure."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+    from patchmix_nb.audio import FRAME_SHIFT, show_spectrogram
     spec = torch.as_tensor(spec).detach().float().cpu()
     n_frames, n_mels = spec.shape
     nf, nt = token_grid(n_frames, n_mels, patch_size, stride)
-    fig, (ax, az) = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw=dict(width_ratios=[3.2, 1]))
+    sec = lambda frames: frames * FRAME_SHIFT   # x in seconds; pixel (frame t, bin f) spans [t, t+1] × [f, f+1]
+    fig, (ax, az) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw=dict(width_ratios=[3.2, 1]), layout='constrained')
     for a in (ax, az):
-        a.imshow(spec.T.numpy(), origin='lower', aspect='auto', cmap='magma', interpolation='nearest')
-        a.set(xlabel='frame (time)', ylabel='mel bin')
+        show_spectrogram(a, spec, colorbar=[ax, az] if a is az else False)
+        a.secondary_xaxis('top', functions=(lambda s: s / FRAME_SHIFT, sec)).set_xlabel('frame', fontsize=9)
+    az.set_ylabel('')
     for f in range(nf):                                   # patch starts: every `stride`, each `patch_size` wide
-        ax.axhline(f * stride[0] - .5, color='white', lw=.3, alpha=.6)
+        ax.axhline(f * stride[0], color='white', lw=.3, alpha=.6)
     for t in range(nt):
-        ax.axvline(t * stride[1] - .5, color='white', lw=.3, alpha=.6)
+        ax.axvline(sec(t * stride[1]), color='white', lw=.3, alpha=.6)
     seen_f, seen_t = (nf - 1) * stride[0] + patch_size, (nt - 1) * stride[1] + patch_size
     for a in (ax, az):                                    # never covered by any patch
-        a.axhspan(seen_f - .5, n_mels - .5, color='cyan', alpha=.35)
-        a.axvspan(seen_t - .5, n_frames - .5, color='cyan', alpha=.35)
+        a.axhspan(seen_f, n_mels, color='cyan', alpha=.35)
+        a.axvspan(sec(seen_t), sec(n_frames), color='cyan', alpha=.35)
     f, t = highlight
-    ax.add_patch(Rectangle((t * stride[1] - .5, f * stride[0] - .5), patch_size, patch_size, fill=False, lw=2,
+    ax.add_patch(Rectangle((sec(t * stride[1]), f * stride[0]), sec(patch_size), patch_size, fill=False, lw=2,
                            ec='cyan'))
     ax.annotate(f"token (f={f}, t={t}), k = {nt}*{f}+{t} = {nt * f + t}",
-                (t * stride[1] + patch_size + 3, f * stride[0] + patch_size + 3), color='cyan', fontsize=9)
-    ax.set_title(f'{nf} freq x {nt} time = {nf * nt} patches of {patch_size}x{patch_size}, stride {stride} '
-                 f'(cyan bands: never seen)', fontsize=10)
+                (sec(t * stride[1] + patch_size + 3), f * stride[0] + patch_size + 3), color='cyan', fontsize=9)
+    ax.set_title(f'{nf} freq × {nt} time = {nf * nt} patches of {patch_size} frames × {patch_size} mel bins,\n'
+                 f'stride {stride} (cyan: never seen)', fontsize=10)
     colors = plt.cm.tab10.colors
     for i in range(zoom[1]):
         for j in range(zoom[0]):
             c = colors[(i * zoom[0] + j) % 10]
-            az.add_patch(Rectangle((j * stride[1] - .5, i * stride[0] - .5), patch_size, patch_size, fill=False,
+            az.add_patch(Rectangle((sec(j * stride[1]), i * stride[0]), sec(patch_size), patch_size, fill=False,
                                    lw=1.8, ec=c))
-            az.text(j * stride[1] + 1, i * stride[0] + 1, f'{nt * i + j}', color=c, fontsize=8)
-    az.set(xlim=(-.5, (zoom[0] - 1) * stride[1] + patch_size + 4),
-           ylim=(-.5, (zoom[1] - 1) * stride[0] + patch_size + 4))
-    az.set_title(f'zoom: patches overlap by {patch_size - stride[1]} frames / {patch_size - stride[0]} bins',
+            az.text(sec(j * stride[1] + 1), i * stride[0] + 1, f'{nt * i + j}', color=c, fontsize=9)
+    az.set(xlim=(0, sec((zoom[0] - 1) * stride[1] + patch_size + 4)),
+           ylim=(0, (zoom[1] - 1) * stride[0] + patch_size + 4))
+    az.set_title(f'zoom: patches overlap by\n{patch_size - stride[1]} frames / {patch_size - stride[0]} bins',
                  fontsize=10)
-    fig.tight_layout()
     plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 

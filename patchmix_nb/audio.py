@@ -20,8 +20,10 @@ import torchaudio
 from .icbhi import ICBHIError, MIN_SAMPLE_RATE
 
 # %% auto #0
-__all__ = ['SAMPLE_RATE', 'DURATION', 'FADE_LEN', 'read_wav', 'resample', 'fade', 'load_recording', 'cycle_bounds',
-           'cut_pad', 'cycles_from_recording', 'load_cycles', 'plot_waveform', 'plot_fade', 'plot_padding']
+__all__ = ['SAMPLE_RATE', 'DURATION', 'FADE_LEN', 'SPEC_CMAP', 'FRAME_SHIFT', 'MEL_LOW', 'MEL_HIGH', 'read_wav',
+           'resample', 'fade', 'load_recording', 'cycle_bounds', 'cut_pad', 'cycles_from_recording',
+           'load_cycles', 'plot_waveform', 'plot_fade', 'plot_padding', 'mel_bin_of_hz', 'hz_axis',
+           'show_spectrogram', 'log_mel', 'plot_spectrogram']
 
 # %% ../nbs/03_audio.ipynb #22963d73
 SAMPLE_RATE = 16_000  # f_s used by the whole pipeline
@@ -214,7 +216,7 @@ def cycles_from_recording(wave: torch.Tensor, cycles: Iterable, sample_rate: int
     for i, c in enumerate(cycles):
         a, b = cycle_bounds(c.start, c.end, L, sample_rate)
         if b <= a:
-            raise ICBHIError(f'cycle {i} ({c.start}-{c.end} s) is empty once clipped to the recording '
+            raise ICBHIError(f'cycle {i + 1} ({c.start}-{c.end} s) is empty once clipped to the recording '
                              f'({L / sample_rate:.3f} s at {sample_rate} Hz)', path=path)
         cut_pad(wave[a:b], target, pad, sample_rate // 16, out=out[i])
     return out
@@ -272,4 +274,69 @@ def plot_padding(chunk: torch.Tensor, target: int, sample_rate: int = SAMPLE_RAT
     axs[2].set_title("pad='zero': centred")
     axs[2].set_xlabel('time (s)')
     fig.tight_layout()
+    return fig
+
+# %% ../nbs/03_audio.ipynb #au-sp1
+SPEC_CMAP = 'magma'  # the one colormap of every spectrogram in the course
+FRAME_SHIFT = 0.010  # s between fbank frames (Kaldi's 10 ms hop)
+MEL_LOW, MEL_HIGH = 20.0, SAMPLE_RATE / 2  # Hz: Kaldi fbank's default band (low_freq=20, high_freq=Nyquist)
+
+
+def _mel(f): return 1127.0 * np.log1p(np.asarray(f, dtype=float) / 700.0)  # HTK mel scale, as Kaldi
+
+
+def mel_bin_of_hz(f, n_mels: int = 128, low: float = MEL_LOW, high: float = MEL_HIGH):
+    "Fractional mel-bin coordinate (0 = bottom edge, `n_mels` = top edge) of frequency `f` Hz on the fbank's y axis."
+    m0, m1 = _mel(low), _mel(high)
+    # bin i is centred on mel m0 + (i+1)·Δ, Δ = (m1-m0)/(n_mels+1); pixel i spans [i, i+1] so its centre sits at i+0.5
+    return (_mel(f) - m0) / ((m1 - m0) / (n_mels + 1)) - 0.5
+
+
+def hz_axis(ax, n_mels: int = 128, ticks=(100, 250, 500, 1000, 2000, 4000, 8000)):
+    "Label the mel-bin y axis of an fbank image in Hz (ticks placed on the mel scale)."
+    ticks = [f for f in ticks if 0 <= mel_bin_of_hz(f, n_mels) <= n_mels]
+    ax.set_yticks(mel_bin_of_hz(ticks, n_mels), [f'{f / 1000:g}k' if f >= 1000 else f'{f:g}' for f in ticks])
+    ax.set_ylabel('frequency (Hz)')
+
+
+def show_spectrogram(ax, spec, title: str = '', *, vmin=None, vmax=None, pad_from: float | None = None,
+                     colorbar=True, label: str = 'log-mel (normalised)', t0: float = 0.0,
+                     frame_shift: float = FRAME_SHIFT, cmap: str = SPEC_CMAP, **imshow):
+    """Draw a (frames, mel bins) spectrogram on `ax` as the course shows every one: seconds on x (from `t0`), Hz on y,
+    `SPEC_CMAP`, a colorbar (True: beside `ax`; an Axes: in it; a list of Axes: beside them; False: none) and the
+    padding from `pad_from` s on shaded. Returns the AxesImage."""
+    s = torch.as_tensor(spec).detach().float().cpu().numpy()
+    if s.ndim != 2: raise ValueError(f'expected a (frames, mel bins) spectrogram, got shape {s.shape}')
+    t1 = t0 + s.shape[0] * frame_shift
+    im = ax.imshow(s.T, origin='lower', aspect='auto', cmap=cmap, vmin=vmin, vmax=vmax, extent=(t0, t1, 0, s.shape[1]),
+                   **{'interpolation': 'nearest', **imshow})
+    hz_axis(ax, s.shape[1])
+    ax.set_xlabel('time (s)')
+    if pad_from is not None and pad_from < t1:
+        ax.axvspan(max(pad_from, t0), t1, facecolor=(1, 1, 1, 0.22), edgecolor=(1, 1, 1, 0.55), hatch='//', lw=0,
+                   gid='padding')
+        ax.text((max(pad_from, t0) + t1) / 2, 0.97 * s.shape[1], 'padding', color='w', ha='center', va='top',
+                fontsize=9, clip_on=True, gid='padding-label')
+    if title: ax.set_title(title, fontsize=10)
+    if colorbar is True: ax.figure.colorbar(im, ax=ax, label=label, pad=0.01, fraction=0.04)
+    elif isinstance(colorbar, (list, tuple)): ax.figure.colorbar(im, ax=list(colorbar), label=label, pad=0.01,
+                                                                  fraction=0.04)
+    elif colorbar is not False: ax.figure.colorbar(im, cax=colorbar, label=label)
+    return im
+
+
+def log_mel(wave, sample_rate: int = SAMPLE_RATE, n_mels: int = 128) -> torch.Tensor:
+    """Log-mel spectrogram (frames, n_mels) of a 1-D waveform at any rate, for figures: resampled to 16 kHz, then
+    Kaldi's fbank with the settings of `04_features` (25 ms Hann windows every 10 ms, 20 Hz–8 kHz), not normalised."""
+    x = resample(torch.as_tensor(wave, dtype=torch.float32).reshape(-1), int(sample_rate))
+    if x.numel() < 400: raise ValueError(f'{x.numel()} samples at 16 kHz: shorter than one 25 ms frame (400)')
+    return torchaudio.compliance.kaldi.fbank(x[None], htk_compat=True, sample_frequency=SAMPLE_RATE, use_energy=False,
+                                             window_type='hanning', num_mel_bins=n_mels, dither=0.0, frame_shift=10)
+
+
+def plot_spectrogram(spec, title: str = '', pad_from: float | None = None, figsize=(10, 3), **kw):
+    "A Figure holding one `show_spectrogram` (keywords passed on)."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, layout='constrained')
+    show_spectrogram(fig.subplots(), spec, title, pad_from=pad_from, **kw)
     return fig

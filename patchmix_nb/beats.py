@@ -52,21 +52,20 @@ def _grid_img(ax, img, title, cmap='viridis', **kw):
 def plot_fbank_pair(ast_fb: torch.Tensor, beats_fb: torch.Tensor, title: str = ''):
     "AST's and BEATs' normalised fbanks (T, F) of one cycle side by side, with value histograms; returns the Figure."
     import matplotlib.pyplot as plt
-    fig, axs = plt.subplots(1, 3, figsize=(15, 3.4), gridspec_kw=dict(width_ratios=[2, 2, 1.2]))
+    from patchmix_nb.audio import show_spectrogram
+    fig, axs = plt.subplots(1, 3, figsize=(11.5, 3.6), gridspec_kw=dict(width_ratios=[2, 2, 1.3]), layout='constrained')
     both = torch.cat([ast_fb.flatten(), beats_fb.flatten()]).float()
     lim = dict(vmin=float(both.quantile(.005)), vmax=float(both.quantile(.995)))   # one scale; floor bins saturate
-    for ax, fb, name in ((axs[0], ast_fb, 'AST: hanning, ±1 wave, (x + 4.27) / 9.14'),
-                         (axs[1], beats_fb, 'BEATs: povey, wave x 2^15, (x - 15.42) / 13.11')):
-        im = ax.imshow(fb.T.float().numpy(), origin='lower', aspect='auto', cmap='magma', interpolation='nearest',
-                       **lim)
-        ax.set(title=name, xlabel='frame (10 ms)', ylabel='mel bin')
-        fig.colorbar(im, ax=ax)
+    for ax, fb, name in ((axs[0], ast_fb, 'AST: hanning, ±1 wave,\n(x + 4.27) / 9.14'),
+                         (axs[1], beats_fb, 'BEATs: povey, wave × 2^15,\n(x − 15.42) / 13.11')):
+        show_spectrogram(ax, fb.float(), name, colorbar=list(axs[:2]) if ax is axs[1] else False, label='normalised',
+                         **lim)
+    axs[1].set_ylabel('')
     for fb, name in ((ast_fb, 'AST'), (beats_fb, 'BEATs')):
         axs[2].hist(fb.flatten().numpy(), bins=80, alpha=.6, label=f'{name}: mean {fb.mean():.2f}, std {fb.std():.2f}')
     axs[2].set(title='normalised values', xlabel='value')
     axs[2].legend(fontsize=8)
     if title: fig.suptitle(title)
-    fig.tight_layout()
     plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['HASH_MEMO', 'RACY_S', 'patchmix_home', 'proc_start', 'pid_alive', 'atomic_write', 'save_json', 'read_json',
-           'remove_stale_temps', 'file_digest', 'file_digests']
+           'remove_stale_temps', 'file_digest', 'file_digests', 'check_answer']
 
 # %% ../nbs/00_core.ipynb #c6
 def patchmix_home() -> Path:
@@ -118,3 +118,12 @@ def file_digests(paths, memo: Path | None = None) -> dict[str, str]:
     if new:
         with contextlib.suppress(OSError): save_json({**known, **new}, memo)              # a memo only: optional
     return out
+
+# %% ../nbs/00_core.ipynb #ctry1
+def check_answer(answer, expected, tol: float = 0.0) -> str:
+    "A reader's `answer` to a 'try it' exercise against the `expected` value (numbers: within `tol`), as one line."
+    if answer is None: return f'the answer: {expected!r} (write yours in `answer` and run the check again)'
+    number = isinstance(expected, (int, float)) and not isinstance(expected, bool)
+    try: ok = abs(float(answer) - float(expected)) <= tol if number else answer == expected
+    except (TypeError, ValueError): ok = False
+    return f'✔ right: {expected!r}' if ok else f'✘ not quite: you wrote {answer!r}, the answer is {expected!r}'

@@ -14,15 +14,17 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 from .icbhi import CLASSES, DEVICES, LOCATIONS, MODES
 from .dataset import ICBHIIndex, class_counts
-from .audio import SAMPLE_RATE, DURATION, load_recording, cycles_from_recording, cycle_bounds
+from .audio import (SAMPLE_RATE, DURATION, MEL_HIGH, load_recording, cycles_from_recording, cycle_bounds,
+                                mel_bin_of_hz, show_spectrogram)
 from .features import fbank
+from . import sprsound as spr
 
 # %% auto #0
-__all__ = ['CLASS_COLORS', 'SHORT', 'MEL_LOW', 'MEL_HIGH', 'ALL', 'plot_class_balance', 'class_legend',
-           'plot_device_balance', 'duration_extremes', 'plot_duration_histogram', 'mel_bin_of_hz', 'hz_axis',
-           'pick_class_examples', 'plot_class_examples', 'sample_rate_table', 'plot_sample_rates',
-           'plot_cycles', 'recording_title', 'RecordingData', 'load_recording_data', 'draw_recording',
-           'recording_view', 'RecordingBrowser', 'recording_browser']
+__all__ = ['CLASS_COLORS', 'SHORT', 'ICBHI_VIEW', 'SPRSOUND_VIEW', 'ALL', 'plot_class_balance', 'class_legend',
+           'plot_device_balance', 'duration_extremes', 'plot_duration_histogram', 'pick_class_examples',
+           'plot_class_examples', 'class_example_audio', 'sample_rate_table', 'plot_sample_rates',
+           'plot_cycles', 'ViewSpec', 'view_of', 'recording_title', 'RecordingData', 'load_recording_data',
+           'draw_recording', 'recording_view', 'RecordingBrowser', 'recording_browser']
 
 # %% ../nbs/07_explore.ipynb #c1b2a017
 CLASS_COLORS = ('#4c72b0', '#dd8452', '#55a868', '#c44e52')  # normal, crackle, wheeze, both
@@ -36,7 +38,7 @@ def plot_class_balance(counts: pd.DataFrame, title: str = 'Cycles per class and 
     w = 0.8 / max(len(data), 1)
     for i, (name, row) in enumerate(data.iterrows()):
         bars = ax.bar(np.arange(len(cols)) + (i - (len(data) - 1) / 2) * w, row.to_numpy(), w, label=str(name))
-        ax.bar_label(bars, fmt='%.2f' if normalize else '%d', fontsize=7)
+        ax.bar_label(bars, fmt='%.2f' if normalize else '%d', fontsize=8)
     ax.set_xticks(range(len(cols)), cols)
     ax.set_ylabel('fraction of cycles' if normalize else 'cycles')
     ax.set_title(title)
@@ -117,23 +119,6 @@ def plot_duration_histogram(cycles: pd.DataFrame, clip: float = DURATION, short:
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_explore.ipynb #c1b2a003
-MEL_LOW, MEL_HIGH = 20.0, SAMPLE_RATE / 2  # Hz: Kaldi fbank's default band (low_freq=20, high_freq=Nyquist)
-
-def _mel(f): return 1127.0 * np.log1p(np.asarray(f, dtype=float) / 700.0)  # HTK mel scale, as Kaldi
-
-def mel_bin_of_hz(f, n_mels: int = 128, low: float = MEL_LOW, high: float = MEL_HIGH):
-    "Fractional mel-bin coordinate (0 = bottom edge, `n_mels` = top edge) of frequency `f` Hz on the fbank's y axis."
-    m0, m1 = _mel(low), _mel(high)
-    # bin i is centred on mel m0 + (i+1)·Δ, Δ = (m1-m0)/(n_mels+1); pixel i spans [i, i+1] so its centre sits at i+0.5
-    return (_mel(f) - m0) / ((m1 - m0) / (n_mels + 1)) - 0.5
-
-def hz_axis(ax, n_mels: int = 128, ticks=(100, 250, 500, 1000, 2000, 4000, 8000)):
-    "Label the mel-bin y axis of an fbank image in Hz (ticks placed on the mel scale)."
-    ticks = [f for f in ticks if 0 <= mel_bin_of_hz(f, n_mels) <= n_mels]
-    ax.set_yticks(mel_bin_of_hz(ticks, n_mels), [f'{f / 1000:g}k' if f >= 1000 else f'{f:g}' for f in ticks])
-    ax.set_ylabel('frequency (Hz)')
-
 # %% ../nbs/07_explore.ipynb #14514f74
 def pick_class_examples(index: ICBHIIndex, min_dur: float = 1.0, max_dur: float = DURATION) -> pd.DataFrame:
     "One typical cycle per class present (duration closest to the class median, in [min_dur, max_dur] if possible)."
@@ -148,13 +133,6 @@ def pick_class_examples(index: ICBHIIndex, min_dur: float = 1.0, max_dur: float 
         rows.append(ck.loc[(ck['duration'] - ck['duration'].median()).abs().idxmin()])
     return pd.DataFrame(rows, columns=cyc.columns)
 
-def _imshow_fbank(ax, feat: np.ndarray, vmin=None, vmax=None):
-    "Draw a (frames, 128) fbank with time (s, 10 ms frames) on x and frequency (Hz, mel-spaced) on y."
-    im = ax.imshow(feat.T, origin='lower', aspect='auto', cmap='magma', vmin=vmin, vmax=vmax,
-                   extent=(0, feat.shape[0] / 100, 0, feat.shape[1]))
-    hz_axis(ax, feat.shape[1])
-    return im
-
 def plot_class_examples(index: ICBHIIndex, examples: pd.DataFrame | None = None, duration: float = DURATION,
                         pad: str = 'repeat') -> Figure:
     "Clip waveform (top) and fbank (bottom) of one cycle per class (`pick_class_examples`); returns the Figure."
@@ -167,7 +145,7 @@ def plot_class_examples(index: ICBHIIndex, examples: pd.DataFrame | None = None,
         feats[r.label] = fbank(clips[r.label])[0].numpy()  # (frames, 128)
     lo = min((f.min() for f in feats.values()), default=None)
     hi = max((f.max() for f in feats.values()), default=None)
-    fig = Figure(figsize=(3.1 * len(CLASSES), 4.6))
+    fig = Figure(figsize=(2.75 * len(CLASSES), 5.2), layout='constrained')
     axs = fig.subplots(2, len(CLASSES), sharex=True)
     for k, name in enumerate(CLASSES):
         top, bot = axs[0, k], axs[1, k]
@@ -181,15 +159,32 @@ def plot_class_examples(index: ICBHIIndex, examples: pd.DataFrame | None = None,
         t = np.arange(len(x)) / SAMPLE_RATE
         top.plot(t, x, lw=0.3, color=CLASS_COLORS[k])
         top.axvspan(min(r['duration'], duration), duration, color='0.85', zorder=0)
-        top.set_title(f'{name}: {r["stem"]} cycle {r["cycle"] + 1}\n{r["duration"]:.2f} s, {r["device"]}', fontsize=8,
+        top.set_title(f'{name}\n{r["stem"]}, cycle {r["cycle"] + 1}\n{r["duration"]:.2f} s, {r["device"]}', fontsize=9,
                       color=CLASS_COLORS[k])
-        im = _imshow_fbank(bot, feats[k], lo, hi)
-        bot.set_xlabel('time (s)')
+        im = show_spectrogram(bot, feats[k], vmin=lo, vmax=hi, pad_from=float(r['duration']), colorbar=False)
         if k: bot.set_ylabel('')
     axs[0, 0].set_ylabel('amplitude')
-    fig.tight_layout()
+    axs[0, 0].set_xlim(0, duration)  # shared by every panel
     if feats: fig.colorbar(im, ax=axs[1, :].tolist(), pad=0.01, fraction=0.02, label='log-mel (normalised)')
     return fig
+
+# %% ../nbs/07_explore.ipynb #ex-au1
+def class_example_audio(index: ICBHIIndex, examples: pd.DataFrame | None = None):
+    "An HTML table with one `<audio>` player per class example (`pick_class_examples`): the cycle alone, at 16 kHz."
+    from IPython.display import Audio, HTML
+    import html
+    ex = pick_class_examples(index) if examples is None else examples
+    wav = index.recordings.set_index('stem')['wav']
+    rows = []
+    for r in ex.itertuples():
+        wave = load_recording(wav[r.stem]).numpy()
+        i0, i1 = cycle_bounds(r.start, r.end, len(wave), SAMPLE_RATE)
+        player = Audio(wave[i0:i1], rate=SAMPLE_RATE)._repr_html_().strip()
+        rows.append(f'<tr><td style="color:{CLASS_COLORS[r.label]};font-weight:bold">{CLASSES[r.label]}</td>'
+                    f'<td>{html.escape(r.stem)}, cycle {r.cycle + 1}</td><td>{i1 - i0:,} samples '
+                    f'({(i1 - i0) / SAMPLE_RATE:.2f} s)</td><td>{player}</td></tr>')
+    return HTML('<table class="class-examples"><tr><th>class</th><th>recording, cycle</th><th>length</th>'
+                '<th>listen</th></tr>' + ''.join(rows) + '</table>')
 
 # %% ../nbs/07_explore.ipynb #24046c3c
 def sample_rate_table(recordings: pd.DataFrame) -> pd.DataFrame:
@@ -212,7 +207,7 @@ def plot_sample_rates(recordings: pd.DataFrame) -> Figure:
     for i, sr in enumerate(t.columns):
         bars = ax.bar(np.arange(len(t)) + (i - (len(t.columns) - 1) / 2) * w, t[sr].to_numpy(), w,
                       label=f'{sr / 1000:g} kHz', color=f'C{i}')
-        ax.bar_label(bars, fontsize=7)
+        ax.bar_label(bars, fontsize=8)
     ax.set_xticks(range(len(t)), t.index)
     ax.set(ylabel='recordings', title='native sample rate per device')
     ax.legend(fontsize=8)
@@ -242,47 +237,76 @@ def plot_cycles(index: ICBHIIndex, stem: str):
     return fig
 
 # %% ../nbs/07_explore.ipynb #a2b5899c
+@dataclass(frozen=True)
+class ViewSpec:
+    "What a view of recordings needs to know about a dataset: its annotated items, their classes, its filters."
+    dataset: str  # 'icbhi' or 'sprsound'
+    item: str  # an annotated span: 'cycle' (ICBHI) or 'event' (SPRSound)
+    classes: tuple  # label k -> class name
+    colors: tuple  # label k -> colour
+    filters: tuple  # recording columns offered as filters (besides `label`: a class present)
+    describe: tuple  # recording columns named in a recording list
+    count: str  # recording column counting its items
+
+ICBHI_VIEW = ViewSpec('icbhi', 'cycle', CLASSES, CLASS_COLORS, ('split', 'device', 'diagnosis'), ('diagnosis', 'split'),
+                      'n_cycles')
+SPRSOUND_VIEW = ViewSpec('sprsound', 'event', spr.EVENT_LABELS, tuple(spr.EVENT_COLORS[k] for k in spr.EVENT_LABELS),
+                         ('split', 'location', 'record'), ('record', 'split'), 'n_events')
+
+def view_of(index) -> tuple[ViewSpec, pd.DataFrame, pd.DataFrame]:
+    "(spec, recordings, items) of an ICBHI index (`dataset.load_index`) or an SPRSound one (`sprsound.load_index`)."
+    index = getattr(index, 'sprindex', index)  # a run's EventIndex wraps the SPRSound index
+    if isinstance(index, spr.SPRIndex): return SPRSOUND_VIEW, index.recordings, index.events
+    if isinstance(index, ICBHIIndex): return ICBHI_VIEW, index.recordings, index.cycles
+    raise TypeError(f'expected an ICBHI or an SPRSound index, got {type(index).__name__}')
+
 def recording_title(r: pd.Series) -> str:
-    "One line on a row of `index.recordings`: stem, patient and diagnosis, chest location, mode, device, sample rates."
-    diag = r['diagnosis'] if isinstance(r['diagnosis'], str) else 'diagnosis unknown'
+    "One line on a row of an index's recordings: stem, patient (diagnosis or age), location, device, rates, split."
     sr = f'{r["sample_rate"] / 1000:g} kHz' if pd.notna(r['sample_rate']) else 'rate unknown'
     split = r['split'] if isinstance(r['split'], str) else 'no split'
+    if 'record' in r.index:  # SPRSound: no diagnosis or device, a record label
+        who = f'patient {r["patient"]} ({r["age"]:g} y, {spr.GENDERS.get(r["gender"], r["gender"])})'
+        return (f'{r["stem"]}: {who}, {spr.LOCATIONS.get(r["location"], r["location"])}, record {r["record"]}, '
+                f'{sr} → {SAMPLE_RATE // 1000} kHz, {split}')
+    diag = r['diagnosis'] if isinstance(r['diagnosis'], str) else 'diagnosis unknown'
     return (f'{r["stem"]}: patient {r["patient"]} ({diag}), {LOCATIONS.get(r["location"], r["location"])}, '
             f'{MODES.get(r["mode"], r["mode"])}, {r["device"]}, {sr} → {SAMPLE_RATE // 1000} kHz, {split}')
 
 @dataclass
 class RecordingData:
-    "What a view of one recording needs: its index row, its cycles, the 16 kHz faded wave and its fbank."
+    "What a view of one recording needs: its index row, its items (cycles or events), the 16 kHz wave and its fbank."
     row: pd.Series
-    cycles: pd.DataFrame  # this recording's cycles in time order; column `n` numbers them 1, 2, ... (annotation line)
+    cycles: pd.DataFrame  # this recording's items in time order; column `n` numbers them 1, 2, ...
     wave: np.ndarray  # (L,) at `sample_rate`
     feat: np.ndarray | None  # (frames, 128) normalised fbank, None unless sample_rate is 16 kHz
     sample_rate: int = SAMPLE_RATE
+    view: ViewSpec = ICBHI_VIEW
 
     def cycle(self, n: int) -> pd.Series:
-        "Cycle number `n` (1-based, as drawn)."
+        "Item number `n` (1-based, as drawn)."
         if not 1 <= n <= len(self.cycles):
-            raise IndexError(f'{self.row["stem"]} has cycles 1..{len(self.cycles)}, not {n}')
+            raise IndexError(f'{self.row["stem"]} has {self.view.item}s 1..{len(self.cycles)}, not {n}')
         return self.cycles.iloc[n - 1]
 
     def cycle_samples(self, n: int) -> np.ndarray:
-        "The 16 kHz samples of cycle `n` alone (no padding), sliced as the pipeline slices it."
+        "The 16 kHz samples of item `n` alone (no padding), sliced as the pipeline slices it."
         c = self.cycle(n)
         i0, i1 = cycle_bounds(c['start'], c['end'], len(self.wave), self.sample_rate)
         return self.wave[i0:i1]
 
-def load_recording_data(index: ICBHIIndex, stem: str, sample_rate: int = SAMPLE_RATE) -> RecordingData:
-    "Read one recording of `index` (resampled, faded) and compute its fbank: a `RecordingData`."
-    rec = index.recordings.set_index('stem')
+def load_recording_data(index, stem: str, sample_rate: int = SAMPLE_RATE) -> RecordingData:
+    "Read one recording of an ICBHI or SPRSound `index` (resampled, faded) and compute its fbank: a `RecordingData`."
+    view, recs, items = view_of(index)
+    rec = recs.set_index('stem')
     if stem not in rec.index: raise KeyError(f'no recording {stem!r} in the index of {index.data_dir}')
     r = rec.loc[stem].copy()
     r['stem'] = stem
-    if r['wav'] is None or pd.isna(r['wav']): raise ValueError(f'recording {stem!r} has no audio file ({r["txt"]})')
+    if r['wav'] is None or pd.isna(r['wav']): raise ValueError(f'recording {stem!r} has no audio file')
     wave = load_recording(r['wav'], sample_rate)  # (L,) faded, at sample_rate
     feat = fbank(wave)[0].numpy() if sample_rate == SAMPLE_RATE else None
-    cyc = index.cycles[index.cycles['stem'] == stem].sort_values('start').reset_index(drop=True)
+    cyc = items[items['stem'] == stem].sort_values('start').reset_index(drop=True)
     cyc.insert(0, 'n', np.arange(1, len(cyc) + 1))
-    return RecordingData(r, cyc, wave.numpy(), feat, sample_rate)
+    return RecordingData(r, cyc, wave.numpy(), feat, sample_rate, view)
 
 # %% ../nbs/07_explore.ipynb #a2b5899cc
 def _envelope(x: np.ndarray, i0: int, i1: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,8 +321,8 @@ def _envelope(x: np.ndarray, i0: int, i1: int, n: int) -> tuple[np.ndarray, np.n
 
 def draw_recording(data: RecordingData, cycle: int | None = None, width: int = 1100, height: int = 480,
                    dpi: int = 100) -> Figure:
-    "Waveform with numbered, labelled cycles over the fbank (Hz axis, colorbar); zoomed on `cycle` (1-based) if given."
-    x, sr, cyc, r = data.wave, data.sample_rate, data.cycles, data.row
+    "Waveform with numbered, labelled cycles (events) over the fbank (Hz, colorbar); zoomed on item `cycle` (1-based)."
+    x, sr, cyc, r, v = data.wave, data.sample_rate, data.cycles, data.row, data.view
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     # margins in pixels, so the text keeps its size whatever the width
     gs = fig.add_gridspec(2, 2, width_ratios=(1, 0.012), height_ratios=(1, 1.25), hspace=0.06, wspace=0.01,
@@ -318,20 +342,20 @@ def draw_recording(data: RecordingData, cycle: int | None = None, width: int = 1
     lab = blended_transform_factory(ax.transData, ax.transAxes)
     for c in cyc.itertuples():
         sel = cycle is None or c.n == cycle
-        ax.axvspan(c.start, c.end, color=CLASS_COLORS[c.label], alpha=0.35 if sel else 0.12, lw=0, zorder=0,
+        ax.axvspan(c.start, c.end, color=v.colors[c.label], alpha=0.35 if sel else 0.12, lw=0, zorder=0,
                    gid='cycle')
         for b in (c.start, c.end):
             ax.axvline(b, color='k', lw=1.0 if cycle == c.n else 0.5, gid='boundary')
             ax2.axvline(b, color='w', lw=0.6, ls='--', gid='boundary')
         if not x0 <= (c.start + c.end) / 2 <= x1: continue  # label only the cycles centred in view
         wide = (c.end - c.start) * px_per_s
-        text = f'{c.n}\n{CLASSES[c.label]}' if wide > 48 else f'{c.n}'
-        ax.text((c.start + c.end) / 2, 0.97, text, transform=lab, ha='center', va='top', fontsize=7.5,
-                color=CLASS_COLORS[c.label], fontweight='bold', clip_on=True, gid='cycle-label')
+        text = f'{c.n}\n{v.classes[c.label]}' if wide > 7 * len(v.classes[c.label]) else f'{c.n}'
+        ax.text((c.start + c.end) / 2, 0.97, text, transform=lab, ha='center', va='top', fontsize=8,
+                color=v.colors[c.label], fontweight='bold', clip_on=True, gid='cycle-label')
     present = sorted(set(cyc['label']))
-    ax.legend(handles=[Patch(color=CLASS_COLORS[k], alpha=0.5, label=f'{CLASSES[k]} ({int((cyc.label == k).sum())})')
+    ax.legend(handles=[Patch(color=v.colors[k], alpha=0.5, label=f'{v.classes[k]} ({int((cyc.label == k).sum())})')
                        for k in present], loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-              title='cycles', title_fontsize=8)
+              title=f'{v.item}s' if present else f'no {v.item}s', title_fontsize=8)
     vis = val[(pos >= x0 * sr) & (pos <= x1 * sr)] if len(val) else val
     m = float(np.abs(vis).max()) if len(vis) else 1.0
     ax.set_ylim(-1.2 * m - 1e-6, 1.35 * m + 1e-6)  # room above for the cycle labels
@@ -340,18 +364,15 @@ def draw_recording(data: RecordingData, cycle: int | None = None, width: int = 1
     title = recording_title(r)
     if cycle is not None:
         c = data.cycle(cycle)
-        title += f'  |  cycle {cycle}: {CLASSES[c["label"]]}, {c["start"]:.2f}–{c["end"]:.2f} s'
+        title += f'  |  {v.item} {cycle}: {v.classes[c["label"]]}, {c["start"]:.2f}–{c["end"]:.2f} s'
     ax.set_title(title, fontsize=9, loc='left')
     if data.feat is not None:
-        im = ax2.imshow(data.feat.T, origin='lower', aspect='auto', cmap='magma', interpolation='nearest',
-                        extent=(0, data.feat.shape[0] / 100, 0, data.feat.shape[1]))
-        fig.colorbar(im, cax=cax, label='log-mel (normalised)')
-        hz_axis(ax2, data.feat.shape[1])
+        show_spectrogram(ax2, data.feat, colorbar=cax)
         nyq = float(r['sample_rate']) / 2 if pd.notna(r['sample_rate']) else None
         if nyq is not None and nyq < MEL_HIGH:  # a low native rate leaves the upper bins empty
             ax2.axhline(mel_bin_of_hz(nyq, data.feat.shape[1]), color='c', lw=0.8, ls=':')
             ax2.text(1.0, mel_bin_of_hz(nyq, data.feat.shape[1]), f' native Nyquist {nyq / 1000:g} kHz',
-                     transform=blended_transform_factory(ax2.transAxes, ax2.transData), color='c', fontsize=7,
+                     transform=blended_transform_factory(ax2.transAxes, ax2.transData), color='c', fontsize=8,
                      ha='right', va='bottom')
     else: cax.set_axis_off()
     ax.set_xlim(x0, x1)
@@ -359,7 +380,7 @@ def draw_recording(data: RecordingData, cycle: int | None = None, width: int = 1
     return fig
 
 # %% ../nbs/07_explore.ipynb #a2b5899ce
-def recording_view(index: ICBHIIndex, stem: str, cycle: int | None = None, sample_rate: int = SAMPLE_RATE,
+def recording_view(index, stem: str, cycle: int | None = None, sample_rate: int = SAMPLE_RATE,
                    width: int = 1100, dpi: int = 100):
     "Figure (`draw_recording`) and an Audio player of one recording (of cycle `cycle` alone if given)."
     from IPython.display import Audio
@@ -371,37 +392,38 @@ def recording_view(index: ICBHIIndex, stem: str, cycle: int | None = None, sampl
 ALL = '(all)'  # the filter value that keeps every recording
 
 class RecordingBrowser:
-    "Filter, page and zoom through an index's recordings: the figure as an Image, the recording and one cycle as Audio."
-    FILTERS = ('split', 'device', 'diagnosis', 'label')
+    """Filter, page and zoom through the recordings of an ICBHI or SPRSound index: the figure as an Image, the recording
+    and one cycle (event) as Audio."""
 
-    def __init__(self, index: ICBHIIndex, stem: str | None = None, audio: bool = True, width: int = 1000,
+    def __init__(self, index, stem: str | None = None, audio: bool = True, width: int = 1000,
                  dpi: int = 100, scale: int = 2, cache: int = 8):
         import ipywidgets as W
-        rec = index.recordings[index.recordings['wav'].notna()]
+        self.view, recs, items = view_of(index)
+        rec = recs[recs['wav'].notna()]
         if not len(rec): raise ValueError(f'no recording with audio in the index of {index.data_dir}')
         if stem is not None and stem not in set(rec['stem']): raise KeyError(f'no recording {stem!r} with audio')
         self.index, self.audio, self._cache_size = index, audio, cache
         self.width, self.dpi, self.scale = width, dpi, scale
         self.recordings = rec.set_index('stem', drop=False)
-        self._labels = index.cycles.groupby('stem')['label'].agg(lambda s: set(s.tolist()))
+        self._labels = items.groupby('stem')['label'].agg(lambda s: set(s.tolist()))
+        self.FILTERS = self.view.filters + ('label',)
         self.filters = dict.fromkeys(self.FILTERS)
         self.stems = list(rec['stem'])
         self.stem = self.cycle = self.data = self.figure = None
-        self._cache, self._quiet, self.seconds = {}, False, 0.0
+        self._cache, self._quiet, self.seconds, self._drawn = {}, False, 0.0, ''
         # widgets: filters, recording + previous/next, cycle, status, figure, players
         def choice(name, values, width='170px'):
             return W.Dropdown(options=[(ALL, ALL)] + list(values), value=ALL, description=name,
                               layout=W.Layout(width=width), style={'description_width': 'initial'})
-        self.w_filters = dict(
-            split=choice('split', [(s, s) for s in sorted(set(rec['split'].dropna()))]),
-            device=choice('device', [(d, d) for d in _devices(rec)]),
-            diagnosis=choice('diagnosis', [(d, d) for d in sorted(set(rec['diagnosis'].dropna()))], '210px'),
-            label=choice('class present', [(n, k) for k, n in enumerate(CLASSES)], '210px'))
+        def values(col): return _devices(rec) if col == 'device' else sorted(set(rec[col].dropna()), key=str)
+        self.w_filters = {c: choice(c, [(str(v), v) for v in values(c)], '210px' if c != 'split' else '190px')
+                          for c in self.view.filters}
+        self.w_filters['label'] = choice('class present', [(n, k) for k, n in enumerate(self.view.classes)], '250px')
         self.dropdown = W.Dropdown(description='recording', layout=W.Layout(width='500px'))
         self.prev_button = W.Button(description='◀ previous', layout=W.Layout(width='110px'))
         self.next_button = W.Button(description='next ▶', layout=W.Layout(width='110px'))
         self.count = W.HTML()
-        self.cycle_dropdown = W.Dropdown(description='cycle', layout=W.Layout(width='360px'))
+        self.cycle_dropdown = W.Dropdown(description=self.view.item, layout=W.Layout(width='360px'))
         self.status = W.HTML()
         self.image = W.Image(format='png', layout=W.Layout(width=f'{width}px', height='auto'))
         self.player = W.Audio(format='wav', autoplay=False, loop=False, layout=W.Layout(width='340px'))
@@ -422,17 +444,17 @@ class RecordingBrowser:
         self.select(stem or self.stems[0])
 
     # --- state: every method sets it, redraws and returns the Figure ---
-    def matching(self, split=None, device=None, diagnosis=None, label=None) -> list[str]:
-        "Stems of recordings (with audio) of `split`, `device`, `diagnosis` with a cycle of class `label`; None: any."
+    def matching(self, label=None, **filters) -> list[str]:
+        "Stems of recordings (with audio) matching the column filters with an item of class `label`; None: any."
         r = self.recordings
         keep = np.ones(len(r), bool)
-        for col, v in (('split', split), ('device', device), ('diagnosis', diagnosis)):
+        for col, v in filters.items():
             if v is not None: keep &= (r[col] == v).to_numpy()
         if label is not None: keep &= np.array([label in self._labels.get(s, ()) for s in r['stem']])
         return list(r['stem'][keep])
 
     def filter(self, **filters) -> list[str]:
-        "Change some filters (`split`, `device`, `diagnosis`, `label`; None: any); returns the matching stems."
+        "Change some filters (`FILTERS`: e.g. `split`, `device`, `label`; None: any); returns the matching stems."
         bad = set(filters) - set(self.FILTERS)
         if bad: raise TypeError(f'unknown filter {sorted(bad)}; expected some of {", ".join(self.FILTERS)}')
         for k, v in filters.items():
@@ -442,8 +464,9 @@ class RecordingBrowser:
         self.filters.update(filters)
         self.stems = self.matching(**self.filters)
         self._set_options()
-        if self.stems and self.stem not in self.stems: self.select(self.stems[0])
-        elif not self.stems: self.status.value = '<b style="color:#c44e52">no recording matches these filters</b>'
+        if not self.stems: self.status.value = '<b style="color:#c44e52">no recording matches these filters</b>'
+        elif self.stem not in self.stems: self.select(self.stems[0])
+        else: self.status.value = self._drawn  # the recording shown matches again: its status, not a stale message
         return self.stems
 
     def select(self, stem: str, cycle: int | None = None) -> Figure:
@@ -469,31 +492,33 @@ class RecordingBrowser:
     def prev(self) -> Figure: return self.move(-1)
 
     def zoom(self, cycle: int | None = None) -> Figure:
-        "Zoom on cycle `cycle` (1-based, as drawn) and load it alone into the cycle player; None: the whole recording."
+        "Zoom on item `cycle` (1-based, as drawn) and load it alone into the second player; None: the whole recording."
         if cycle is not None: self.data.cycle(cycle)  # IndexError if it does not exist
         self.cycle = cycle
         self._set_options()
         if self.audio:
             self.cycle_player.value = self._wav(self.data.cycle_samples(cycle)) if cycle is not None else b''
-            self.cycle_label.value = f'cycle {cycle}' if cycle is not None else 'cycle (pick one)'
+            it = self.view.item
+            self.cycle_label.value = f'{it} {cycle}' if cycle is not None else f'{it} (pick one)'
         return self.render()
 
     def cycle_audio(self, cycle: int) -> bytes:
-        "WAV bytes (16-bit, 16 kHz) of cycle `cycle` of the shown recording, alone."
+        "WAV bytes (16-bit, 16 kHz) of item `cycle` of the shown recording, alone."
         return self._wav(self.data.cycle_samples(cycle))
 
     def render(self) -> Figure:
         "Draw the shown recording at the widget's width (PNG at `scale`× for sharp high-density screens)."
         import io, time
         t0 = time.perf_counter()
-        self._busy(f'drawing {self.stem}' + (f', cycle {self.cycle}' if self.cycle else ''))
+        what = self.stem + (f', {self.view.item} {self.cycle}' if self.cycle else '')
+        self._busy(f'drawing {what}')
         fig = draw_recording(self.data, self.cycle, width=self.width, dpi=self.dpi)
         buf = io.BytesIO()
         fig.savefig(buf, format='png', dpi=self.dpi * self.scale)
         self.image.value = buf.getvalue()
         self.figure, self.seconds = fig, time.perf_counter() - t0
-        what = self.stem + (f', cycle {self.cycle}' if self.cycle else '')
-        self.status.value = f'<span style="color:#55a868">✔ {what}</span> drawn in {self.seconds:.2f} s'
+        self._drawn = f'<span style="color:#55a868">✔ {what}</span> drawn in {self.seconds:.2f} s'
+        self.status.value = self._drawn
         return fig
 
     # --- widget plumbing ---
@@ -513,9 +538,9 @@ class RecordingBrowser:
         "Bring the widgets in line with the state, without firing their callbacks."
         self._quiet = True
         try:
-            r = self.recordings
+            r, v = self.recordings, self.view
             self.dropdown.options = [
-                (f'{s}  ({r.at[s, "diagnosis"]}, {r.at[s, "split"]}, {r.at[s, "n_cycles"]} cycles)', s)
+                (f'{s}  ({", ".join(str(r.at[s, c]) for c in v.describe)}, {r.at[s, v.count]} {v.item}s)', s)
                 for s in self.stems]
             self.dropdown.value = self.stem if self.stem in self.stems else None
             i = self.stems.index(self.stem) if self.stem in self.stems else -1
@@ -525,7 +550,7 @@ class RecordingBrowser:
             if self.data is not None:
                 c = self.data.cycles
                 self.cycle_dropdown.options = [('whole recording', 0)] + [
-                    (f'{x.n}: {CLASSES[x.label]}, {x.start:.2f}–{x.end:.2f} s', int(x.n)) for x in c.itertuples()]
+                    (f'{x.n}: {v.classes[x.label]}, {x.start:.2f}–{x.end:.2f} s', int(x.n)) for x in c.itertuples()]
                 self.cycle_dropdown.value = self.cycle or 0
         finally: self._quiet = False
 
@@ -534,6 +559,6 @@ class RecordingBrowser:
         display(self.widget)
 
 # %% ../nbs/07_explore.ipynb #b5fc441ec
-def recording_browser(index: ICBHIIndex, stem: str | None = None, audio: bool = True, **kw) -> RecordingBrowser:
-    "A `RecordingBrowser` of `index` (display it, or its `.widget`, in a notebook)."
+def recording_browser(index, stem: str | None = None, audio: bool = True, **kw) -> RecordingBrowser:
+    "A `RecordingBrowser` of an ICBHI or SPRSound `index` (display it, or its `.widget`, in a notebook)."
     return RecordingBrowser(index, stem, audio, **kw)

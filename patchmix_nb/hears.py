@@ -153,14 +153,15 @@ def _smooth(m: torch.Tensor, k: int = 7) -> torch.Tensor:
     return F.avg_pool2d(m[None, None].float(), k, stride=1, padding=k // 2, count_include_pad=False)[0, 0]
 
 def _overlay(ax, spec, heat, title, cmap='inferno'):
-    "Spectrogram (T, F) in grey with a heat map (T, F) on top; time on x, mel on y."
+    "Spectrogram (T, F) in grey (`show_spectrogram`: seconds, Hz) with a heat map (T, F) on top."
+    from patchmix_nb.audio import FRAME_SHIFT, show_spectrogram
     spec, heat = np.asarray(spec, dtype=float), np.asarray(heat, dtype=float)
-    ax.imshow(spec.T, origin='lower', aspect='auto', cmap='gray', interpolation='nearest')
+    show_spectrogram(ax, spec, title, cmap='gray', colorbar=False)          # grey under a heat map, so the heat reads
     if heat is not None:
         h = (heat - heat.min()) / (heat.max() - heat.min() + 1e-12)          # min-max: contrast within the cycle
-        ax.imshow(h.T, origin='lower', aspect='auto', cmap=cmap, alpha=0.55, vmin=0, vmax=1, interpolation='bilinear')
-    ax.set_title(title, fontsize=9)
-    ax.set(xlabel='frame (10 ms)', ylabel='mel bin')
+        ax.imshow(h.T, origin='lower', aspect='auto', cmap=cmap, alpha=0.55, vmin=0, vmax=1, interpolation='bilinear',
+                  extent=(0, h.shape[0] * FRAME_SHIFT, 0, h.shape[1]))
+    ax.title.set_fontsize(9)
 
 def plot_explanation(spec, rollout_px, sal, prob=None, names=None, title: str = ''):
     """Figure: spectrogram, attention rollout over it, gradient saliency over it and (if `prob`) the probabilities of
@@ -168,11 +169,11 @@ def plot_explanation(spec, rollout_px, sal, prob=None, names=None, title: str = 
     import matplotlib.pyplot as plt
     n = 4 if prob is not None else 3
     widths = [1] * 3 + ([0.55] if prob is not None else [])
-    fig, axs = plt.subplots(1, n, figsize=(4.2 * n, 3.2), width_ratios=widths)
+    from patchmix_nb.audio import show_spectrogram
+    fig, axs = plt.subplots(1, n, figsize=(11.5, 3.4), width_ratios=widths, layout='constrained')
     spec = torch.as_tensor(spec).float()
-    axs[0].imshow(spec.numpy().T, origin='lower', aspect='auto', cmap='magma', interpolation='nearest')
-    axs[0].set(title='filterbank x', xlabel='frame (10 ms)', ylabel='mel bin')
-    axs[0].title.set_fontsize(9)
+    show_spectrogram(axs[0], spec, 'filterbank x')
+    for a in axs[1:3]: a.set_ylabel('')
     _overlay(axs[1], spec, rollout_px, 'attention rollout')
     _overlay(axs[2], spec, _smooth(torch.as_tensor(sal)), 'gradient saliency |∂logit/∂x|')
     if prob is not None:
@@ -184,7 +185,6 @@ def plot_explanation(spec, rollout_px, sal, prob=None, names=None, title: str = 
         axs[3].invert_yaxis()
         axs[3].set_title('p(class | x)', fontsize=9)
     if title: fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
@@ -193,7 +193,7 @@ def plot_examples(run, data: Data, examples: pd.DataFrame):
     import matplotlib.pyplot as plt
     names = data.task.names
     classes = sorted(examples['label'].unique())
-    fig, axs = plt.subplots(len(classes), 4, figsize=(16, 2.6 * len(classes)), squeeze=False)
+    fig, axs = plt.subplots(len(classes), 4, figsize=(12, 2.9 * len(classes)), squeeze=False, layout='constrained')
     x = torch.as_tensor(np.asarray(data.cache.features[examples['row'].to_numpy()]), dtype=torch.float32).unsqueeze(1)
     out = explain(run, x)                                                  # one batch for all examples
     for r, c in enumerate(classes):
@@ -206,10 +206,9 @@ def plot_examples(run, data: Data, examples: pd.DataFrame):
                 continue
             i, e = sel[0], examples.iloc[sel[0]]
             said = f"{names[int(out['pred'][i])]} ({float(out['prob'][i].max()):.2f})"
-            head = f"{e['stem']} #{e['cycle']}: {names[c]} → {said}"
+            head = f"{e['stem']}, cycle {e['cycle'] + 1}: {names[c]} → {said}"   # cycles numbered from 1
             _overlay(a1, x[i, 0], out['rollout_px'][i], f'{outcome} | rollout\n{head}')
             _overlay(a2, x[i, 0], _smooth(out['saliency'][i]), f'{outcome} | saliency')
-    fig.tight_layout()
     plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
 
@@ -242,7 +241,7 @@ class HearsBrowser:
 
     def _filter(self):
         p = self.rows()
-        self.cycle.options = [(f"{r.stem} #{r.cycle}: {r.true_name} → {r.pred_name} ({r.p:.2f})", int(r.row))
+        self.cycle.options = [(f"{r.stem}, cycle {r.cycle + 1}: {r.true_name} → {r.pred_name} ({r.p:.2f})", int(r.row))
                               for r in p.itertuples()]
         self.status.value = f'{len(p)} cycles'
         values = [v for _, v in self.cycle.options]
@@ -261,7 +260,8 @@ class HearsBrowser:
         out = explain(self.model, x)
         e = self.pred[self.pred['row'] == row].iloc[0]
         return plot_explanation(x[0, 0], out['rollout_px'][0], out['saliency'][0], out['prob'][0], self.names,
-                                f"{e['stem']} cycle {e['cycle']}: true {e['true_name']}, predicted {e['pred_name']}")
+                                f"{e['stem']}, cycle {e['cycle'] + 1}: true {e['true_name']}, "
+                                f"predicted {e['pred_name']}")
 
     def render(self):
         import matplotlib.pyplot as plt

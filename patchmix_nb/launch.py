@@ -60,7 +60,8 @@ def run_experiment(out_dir, notebook=None, log_output: bool = False, stdout=None
     partial = out / '.experiment-running.ipynb'
     try:
         pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name='python3', cwd=str(out),
-                            progress_bar=False, log_output=log_output, stdout_file=stdout)
+                            progress_bar=False, log_output=log_output, stdout_file=stdout,
+                            extra_arguments=['--IPKernelApp.log_level=ERROR'])   # not its TCP-transport warning
     except BaseException as e:
         if partial.exists() and not _interruption(e): os.replace(partial, out / 'experiment-failed.ipynb')
         if not _interruption(e): close_run(out, out / 'experiment-failed.ipynb', failed=True)  # tracked: FAILED

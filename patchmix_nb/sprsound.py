@@ -445,16 +445,15 @@ EVENT_COLORS = {'Normal': '0.75', 'Rhonchi': 'C4', 'Wheeze': 'C1', 'Stridor': 'C
                 'Fine Crackle': 'C0', 'Wheeze+Crackle': 'C5'}
 
 
-def plot_recording(index: SPRIndex, stem: str, ax=None, fmax: float = 2000.):
-    "Spectrogram of one recording with its events as a timeline of coloured bars; returns the Axes."
+def plot_recording(index: SPRIndex, stem: str, ax=None):
+    "Log-mel spectrogram (`audio.show_spectrogram`) of one recording, its events as coloured bars on top; the Axes."
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+    from patchmix_nb.audio import log_mel, show_spectrogram
     row = index.recordings.set_index('stem').loc[stem]
     x, sr = sf.read(row['wav'], dtype='float32')
-    if ax is None: _, ax = plt.subplots(figsize=(10, 3))
-    ax.specgram(x, NFFT=256, Fs=sr, noverlap=192, cmap='magma')
-    top = min(fmax, sr / 2)
-    ax.set(ylim=(0, top * 1.12), xlabel='s', ylabel='Hz', title=f'{stem}: {row["record"]} ({row["split"]})')
+    if ax is None: _, ax = plt.subplots(figsize=(10, 3.2), layout='constrained')
+    show_spectrogram(ax, log_mel(x, sr), f'{stem}: {row["record"]} ({row["split"]})', label='log-mel')
     ev = index.events[index.events.stem == stem]
     for e in ev.itertuples():
         ax.axvspan(e.start, e.end, ymin=0.9, ymax=0.98, color=EVENT_COLORS[e.type])

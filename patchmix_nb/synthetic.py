@@ -463,10 +463,12 @@ def find_cycle(plan: SynthPlan, label: int, sr: int = 44100, min_dur: float = 2.
     raise LookupError(f"no {CLASSES[label]} cycle of ≥ {min_dur} s at {sr} Hz in this plan")
 
 def plot_class_examples(plan: SynthPlan, seed: int | None = None, fmax: float = 2000.):
-    "Waveform (top) and spectrogram (bottom) of one normal, crackle, wheeze and both cycle; returns the Figure."
+    "Waveform (top) and log-mel spectrogram (bottom, `audio.show_spectrogram`) of one cycle per class; the Figure."
     import matplotlib.pyplot as plt
+    from patchmix_nb.audio import log_mel, mel_bin_of_hz, show_spectrogram
     seed = plan.seed if seed is None else seed
-    fig, axs = plt.subplots(2, 4, figsize=(16, 6), sharex='col')
+    fig, axs = plt.subplots(2, 4, figsize=(11, 5.4), sharex='col', layout='constrained')
+    specs = {}
     for k in range(4):
         r, j = find_cycle(plan, k)
         x = render_recording(r, seed)
@@ -474,13 +476,15 @@ def plot_class_examples(plan: SynthPlan, seed: int | None = None, fmax: float = 
         seg = x[int(s * r.sr):int(e * r.sr)]
         t = np.arange(len(seg)) / r.sr
         axs[0, k].plot(t, seg, lw=.4)
-        axs[0, k].set_title(f"{CLASSES[k]}: {r.stem} #{j}", fontsize=9)
-        axs[1, k].specgram(seg, NFFT=1024, Fs=r.sr, noverlap=768, cmap='magma')
-        axs[1, k].set_ylim(0, fmax)
+        axs[0, k].set_title(f"{CLASSES[k]}\n{r.stem}\ncycle {j + 1}", fontsize=10)   # cycles numbered from 1
+        specs[k] = log_mel(seg, r.sr)
+    lim = dict(vmin=min(float(s.min()) for s in specs.values()), vmax=max(float(s.max()) for s in specs.values()))
+    for k, s in specs.items():
+        show_spectrogram(axs[1, k], s, colorbar=list(axs[1]) if k == 3 else False, label='log-mel', **lim)
         axs[1, k].set_xlabel('time in cycle (s)')
+        if k: axs[1, k].set_ylabel('')
+        if fmax: axs[1, k].axhline(mel_bin_of_hz(fmax), color='w', lw=0.6, ls=':')
     axs[0, 0].set_ylabel('amplitude')
-    axs[1, 0].set_ylabel('Hz')
-    fig.tight_layout()
     return fig
 
 # %% ../nbs/05_synthetic.ipynb #fc96b574

@@ -31,7 +31,7 @@ def reference_patchmix_cl(projection1, projection2, labels_a, lam, index, temper
 
 def naive_patchmix_cl(anchors, targets, lam, index, tau=0.06, labels=None, diff_label=False):
     "−(1/B) Σ_i Σ_j m_ij (s_ij − log Σ_k e^{s_ik}), one anchor at a time, in float64 Python numbers."
-    a, t = anchors.double(), targets.double()
+    a, t = anchors.detach().double(), targets.detach().double()                    # values only: a referee, no graph
     B = len(a)
     total = 0.0
     for i in range(B):

@@ -205,3 +205,41 @@ def test_load_recording_and_cycles_synthetic(tmp_path):
     assert clips.shape == (2, 128000)
     with pytest.raises(ValueError):
         load_cycles(tmp_path / 'r.wav', [NS(start=0.2, end=1.1)], pad='mirror')
+
+
+def test_spectrogram_display():
+    "One display for every spectrogram: seconds, Hz ticks on the mel scale, one colormap, a colorbar, padding shaded."
+    import matplotlib
+    from matplotlib.figure import Figure
+    from patchmix_nb.audio import SPEC_CMAP, log_mel, mel_bin_of_hz, plot_spectrogram, show_spectrogram
+    from patchmix_nb.features import FBANK_MEAN, FBANK_STD, kaldi_fbank
+    g = torch.Generator().manual_seed(0)
+    wave = 0.1 * torch.randn(16000, generator=g)
+    # log_mel is the fbank of 04_features before its normalisation; any rate is resampled to 16 kHz first
+    np.testing.assert_allclose(((log_mel(wave) - FBANK_MEAN) / (2 * FBANK_STD)).numpy(), kaldi_fbank(wave).numpy(),
+                               atol=1e-5)
+    assert log_mel(torch.randn(8000, generator=g), 8000).shape == (98, 128)
+    with pytest.raises(ValueError, match='shorter than one 25 ms frame'): log_mel(torch.ones(100))
+    spec = log_mel(wave)  # (98, 128): 1 s
+    fig = plot_spectrogram(spec, 'one second', pad_from=0.6)
+    ax, cbar = fig.axes
+    im, = ax.images
+    assert im.get_extent() == pytest.approx([0, 0.98, 0, 128]) and im.get_cmap().name == SPEC_CMAP
+    assert ax.get_xlabel() == 'time (s)' and ax.get_ylabel() == 'frequency (Hz)'
+    ticks = dict(zip([t.get_text() for t in ax.get_yticklabels()], ax.get_yticks()))
+    assert ticks['1k'] == pytest.approx(mel_bin_of_hz(1000)) and '4k' in ticks  # Hz at their mel positions
+    pad, = [p for p in ax.patches if p.get_gid() == 'padding']
+    assert pad.get_x() == pytest.approx(0.6) and pad.get_width() == pytest.approx(0.38)
+    assert cbar.get_ylabel() == 'log-mel (normalised)' and ax.get_title() == 'one second'
+    assert ax.title.get_fontsize() >= 9  # readable
+    # no padding, no colorbar; a shared colorbar beside several panels; an Axes to draw it in
+    fig2 = Figure()
+    a, b, c = fig2.subplots(1, 3)
+    show_spectrogram(a, spec, colorbar=False)
+    show_spectrogram(b, spec, colorbar=[a, b], pad_from=5.0)  # padding past the end: nothing shaded
+    show_spectrogram(c, spec.numpy(), colorbar=fig2.add_axes([0.9, 0.1, 0.02, 0.8]), label='dB')
+    assert len(fig2.axes) == 5 and not [p for p in b.patches if p.get_gid() == 'padding']
+    assert fig2.axes[-1].get_ylabel() == 'dB'
+    with pytest.raises(ValueError, match='expected a \\(frames, mel bins\\) spectrogram'):
+        show_spectrogram(a, torch.zeros(2, 3, 4))
+    assert isinstance(matplotlib.colormaps[SPEC_CMAP], matplotlib.colors.Colormap)

@@ -3,7 +3,8 @@
 JupyterLab serves a temporary folder holding a copy of nbs/07_explore.ipynb; Chromium opens it, runs it through
 Run → Run All Cells, then changes the recording and the cycle in the widget and checks that the figure (the PNG bytes
 behind the image) and the audio (the WAV bytes behind the players) changed, with the cycle's player holding exactly
-the cycle's samples. Screenshots go to $PATCHMIX_SCREENSHOTS (default: pytest's tmp dir); their paths are printed.
+the cycle's samples; then narrows the filters until nothing matches and relaxes one, checking that the status line
+leaves its red "no recording matches" for the recording drawn again. Screenshots go to $PATCHMIX_SCREENSHOTS (default: pytest's tmp dir); their paths are printed.
 
 Needs Debian's `chromium` and `chromium-driver` (`scripts/install-browser`); skips with the reason when absent.
 `PATCHMIX_BROWSER_DATA=/path/to/ICBHI` runs the notebook on that folder instead of the synthetic default.
@@ -253,6 +254,32 @@ def test_recording_browser_in_jupyterlab(lab, driver, shots, capsys):
     _wait('its drawing', lambda: 'drawn in' in status.text and stem + ' ' not in status.text, 60)
     log.append(f'next: {select("recording").first_selected_option.text.split()[0]} in {time.monotonic() - t0:.2f} s')
     shot('4-next', box)
+    # relax a filter: a class, then a second filter that no recording meets (red status), then that one back to (all)
+    from patchmix_nb.icbhi import CLASSES
+    labels = index.cycles.groupby('stem').label.agg(set)
+    rec = index.recordings[index.recordings.wav.notna()]
+    k, col, val = next((k, c, v) for k in (2, 3, 1) for c in ('device', 'diagnosis') for v in sorted(set(rec[c]))
+                       if not any(k in labels.get(x, ()) for x in rec.stem[rec[c] == v]))
+    keep = [x for x in rec.stem if k in labels.get(x, ())]
+    t0 = time.monotonic()
+    select('class present').select_by_visible_text(CLASSES[k])
+    _wait(f'the {len(keep)} recordings with a {CLASSES[k]} cycle', lambda: len(select('recording').options) == len(keep), 60)
+    _wait('a drawing among them', lambda: '✔' in status.text and 'drawn in' in status.text
+          and select('recording').first_selected_option.text.split()[0] in keep, 60)
+    select(col).select_by_visible_text(val)
+    _wait('the red status', lambda: 'no recording matches' in status.text, 60)
+    shot('5-nothing-matches', box)
+    counter = box.find_element(By.XPATH, ".//div[contains(@class,'widget-html')][contains(., ' of ')]")
+    assert counter.text.startswith('– of 0'), counter.text
+    select(col).select_by_visible_text('(all)')
+    _wait('the status after relaxing', lambda: 'no recording matches' not in status.text and '✔' in status.text, 60)
+    shown = select('recording').first_selected_option.text.split()[0]
+    assert shown in keep and f'✔ {shown}' in status.text and 'drawn in' in status.text, status.text
+    assert counter.text == f'{keep.index(shown) + 1} of {len(keep)} (of {len(rec)})', counter.text
+    assert len(select('recording').options) == len(keep)
+    log.append(f'filter {CLASSES[k]}, then {col}={val} (nothing), then {col} relaxed: status '
+               f'{status.text!r} in {time.monotonic() - t0:.2f} s')
+    shot('6-relaxed', box)
     log.append(f'total {time.monotonic() - t_start:.1f} s')
     with capsys.disabled():
         print('\n[browser] ' + '\n[browser] '.join(log))

@@ -10,9 +10,11 @@ from matplotlib.colors import to_rgb
 from patchmix_nb.icbhi import CLASSES, LOCATIONS, MODES
 from patchmix_nb.dataset import load_index
 from patchmix_nb.synthetic import make_synthetic
+from patchmix_nb.audio import mel_bin_of_hz
 from patchmix_nb.explore import (CLASS_COLORS, duration_extremes, pick_class_examples, plot_class_examples,
                                  plot_device_balance, plot_duration_histogram, plot_sample_rates, recording_browser,
-                                 recording_view, sample_rate_table, mel_bin_of_hz, load_recording_data)
+                                 recording_view, sample_rate_table, load_recording_data, class_example_audio, view_of)
+from patchmix_nb import sprsound as spr
 
 ICBHI = Path(os.environ.get('PATCHMIX_ICBHI') or Path(__file__).resolve().parents[2]/'shared'/'icbhi')
 NBS = Path(__file__).resolve().parents[1]/'nbs'
@@ -74,6 +76,12 @@ def test_class_examples(index):
     drawn = [ax for ax in fig.axes[:-1] if ax.images]
     assert len(drawn) == len(present)
     assert all(ax.images[0].get_array().shape == (128, 798) for ax in drawn)  # (mel, frames) of an 8 s clip
+    for ax, r in zip(drawn, ex.itertuples()):  # seconds on x, Hz on y, the padding shaded from the cycle's end on
+        assert ax.get_xlim() == (0, 8) and ax.images[0].get_extent()[:2] == pytest.approx([0, 7.98])
+        pad, = [p for p in ax.patches if p.get_gid() == 'padding']
+        assert pad.get_x() == pytest.approx(r.duration)
+    html = class_example_audio(index, ex).data
+    assert html.count('<audio') == len(ex) == html.count('data:audio/wav;base64,')
 
 
 def test_recording_view(index):
@@ -145,6 +153,18 @@ def test_browser(index):
     assert empty  # the tiny set lacks some class on some device
     assert b.filter(device=empty[0][0], label=empty[0][1]) == [] and 'no recording matches' in b.status.value
     assert b.filter(device=None, label=None) == split
+    # relaxing a filter: the status shows the recording drawn again, not the stale 'no recording matches'
+    drawn = b.status.value
+    assert '✔' in drawn and b.filter(label=empty[0][1]) and b.filter(device=empty[0][0]) == []
+    assert 'no recording matches' in b.status.value and b.count.value.startswith('– of 0')
+    relaxed = b.filter(device=None)
+    assert relaxed and b.stem in relaxed and 'no recording matches' not in b.status.value and '✔' in b.status.value
+    assert b.count.value == f'{relaxed.index(b.stem) + 1} of {len(relaxed)} (of {len(rec)})'
+    b.w_filters['device'].value = empty[0][0]  # the same through the widgets
+    assert 'no recording matches' in b.status.value
+    b.w_filters['device'].value = '(all)'
+    assert 'no recording matches' not in b.status.value and '✔' in b.status.value
+    assert b.filter(label=None) == split
     with pytest.raises(TypeError, match='unknown filter'): b.filter(colour='red')
     b.w_filters['split'].value = 'train'  # the filter widgets call filter()
     assert b.stems == list(rec.stem[rec.split == 'train']) and b.filters['split'] == 'train'
@@ -176,6 +196,57 @@ def test_browser(index):
     assert b.figure.axes[0].get_xlim() == pytest.approx(whole) and b.cycle_player.value == b''
     b.next_button.click()
     assert b.stem == split[1] and b.cycle is None and b.cycle_dropdown.value == 0
+
+
+@pytest.fixture(scope='module')
+def spr_index(tmp_path_factory):
+    return spr.load_index(spr.make_synthetic_sprsound(tmp_path_factory.mktemp('spr')/'set', recordings=8, seed=0))
+
+
+def test_browser_sprsound(spr_index):
+    rec, ev = spr_index.recordings, spr_index.events
+    view, recs, items = view_of(spr_index)
+    assert view.item == 'event' and view.classes == spr.EVENT_LABELS and items is ev
+    with pytest.raises(TypeError, match='expected an ICBHI or an SPRSound index'): view_of(rec)
+    b = recording_browser(spr_index, width=800)
+    assert b.FILTERS == ('split', 'location', 'record', 'label') and b.stems == list(rec.stem)
+    assert [o for _, o in b.w_filters['split'].options[1:]] == sorted(set(rec.split))
+    assert [n for n, _ in b.w_filters['label'].options[1:]] == list(spr.EVENT_LABELS)
+    r0 = rec.iloc[0]
+    assert b.dropdown.options[0][0] == f'{r0.stem}  ({r0.record}, {r0.split}, {r0.n_events} events)'
+    # the title names the patient's age and gender, the location and the record label
+    title = b.figure.axes[0].get_title(loc='left')
+    for part in (f'patient {r0.patient} ({r0.age:g} y', spr.LOCATIONS[r0.location], f'record {r0.record}', '8 kHz → 16 kHz'):
+        assert part in title, (part, title)
+    # filters: by record label, by split, by an event class present
+    assert b.filter(record='DAS') == list(rec.stem[rec.record == 'DAS'])
+    assert b.filter(record=None, split='inter-test') == list(rec.stem[rec.split == 'inter-test'])
+    fine = spr.EVENT_LABELS.index('Fine Crackle')
+    want = [s for s in rec.stem[rec.split == 'inter-test'] if (ev.type[ev.stem == s] == 'Fine Crackle').any()]
+    assert b.filter(label=fine) == want and want
+    assert b.filter(split=None, label=None) == list(rec.stem)
+    with pytest.raises(ValueError, match="record='Wheeze' is not in this data"): b.filter(record='Wheeze')
+    with pytest.raises(TypeError, match='unknown filter'): b.filter(device='Meditron')
+    # one event per option, numbered from 1 in time order; zooming plays the event alone
+    stem = rec.stem[rec.n_events > 0].iloc[0]
+    b.select(stem)
+    e = ev[ev.stem == stem].sort_values('start')
+    assert [v for _, v in b.cycle_dropdown.options] == list(range(len(e) + 1))
+    assert b.cycle_dropdown.options[1][0].startswith(f'1: {e.type.iloc[0]}, {e.start.iloc[0]:.2f}')
+    b.cycle_dropdown.value = 2
+    lo, hi = b.figure.axes[0].get_xlim()
+    assert lo <= e.start.iloc[1] and e.end.iloc[1] <= hi and 'event 2: ' in b.figure.axes[0].get_title(loc='left')
+    assert (len(b.cycle_player.value) - 44) // 2 == int(e.end.iloc[1] * 16000) - int(e.start.iloc[1] * 16000)
+    labels = [t.get_text().split('\n')[0] for t in b.figure.axes[0].texts if t.get_gid() == 'cycle-label']
+    assert labels and all(int(x) in range(1, len(e) + 1) for x in labels)
+    with pytest.raises(IndexError, match=f'events 1..{len(e)}'): b.zoom(len(e) + 1)
+    # a 'Poor Quality' record has no events: the whole recording only, a legend that says so
+    pq = rec.stem[rec.n_events == 0].iloc[0]
+    b.select(pq)
+    assert b.cycle_dropdown.options == (('whole recording', 0),) and b.figure.axes[0].get_legend().get_title().get_text() == 'no events'
+    # a run's EventIndex (its events as the items) is read the same way
+    from patchmix_nb.data import EventIndex
+    assert recording_browser(EventIndex(spr_index), audio=False).stems == list(rec.stem)
 
 
 @pytest.mark.skipif(not (ICBHI/'sample').is_dir(), reason='real ICBHI sample not available')

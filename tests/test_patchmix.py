@@ -205,3 +205,47 @@ def test_cutmix_box_clipping():
     assert lam >= 0.36 - 1e-12
     _, _, _, lam1 = cutmix(torch.zeros(2, 1, 100, 40), torch.arange(2), lam=1.0, generator=_gen(0))
     assert lam1 == 1.0
+
+
+def test_patch_mix_audio():
+    "The listenable mix: an empty mask gives a back, a full one b, a time-mode mix is b's sound in b's columns."
+    from patchmix_nb.patchmix import patch_mix_audio
+    g = _gen(3)
+    a, b = torch.randn(128000, generator=g), torch.randn(128000, generator=g)
+    inner = slice(400, 127000)  # inside the first and last 25 ms frame
+    torch.testing.assert_close(torch.as_tensor(patch_mix_audio(a, b, torch.zeros(948, dtype=torch.bool)))[inner], a[inner])
+    torch.testing.assert_close(torch.as_tensor(patch_mix_audio(a, b, torch.ones(948, dtype=torch.bool)))[inner], b[inner])
+    mask = torch.zeros(12, 79, dtype=torch.bool)
+    mask[:, 40:] = True  # time columns 40.. from b: frames 400.., samples from 400·160 + 400 on are b's alone
+    mixed = torch.as_tensor(patch_mix_audio(a, b, mask.reshape(-1)))
+    torch.testing.assert_close(mixed[1000:63000], a[1000:63000])
+    torch.testing.assert_close(mixed[64400:127000], b[64400:127000])
+    with pytest.raises(ValueError, match='differ in length'): patch_mix_audio(a, b[:-1], mask.reshape(-1))
+
+
+def test_explorer_after_run_all(tmp_path):
+    "nbs/11_patchmix.ipynb run top to bottom (Run All): its explorer mixes two different cycles, shown and playable."
+    import json
+    import os
+    from pathlib import Path
+    nbformat = pytest.importorskip('nbformat')
+    from nbclient import NotebookClient
+    nbs = Path(__file__).resolve().parents[1]/'nbs'
+    nb = nbformat.read(nbs/'11_patchmix.ipynb', as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell('''import json
+fa, fb = cycle_fbank(*explorer.cyc_a.value), cycle_fbank(*explorer.cyc_b.value)
+fig, wave = explorer.mix()
+shown = [o for o in explorer.out.outputs if 'image/png' in o.get('data', {})]
+print(json.dumps(dict(a=explorer.cyc_a.value, b=explorer.cyc_b.value, same_fbank=bool(torch.equal(fa, fb)),
+                      labels=[int(cycle_row(*explorer.cyc_a.value).label), int(cycle_row(*explorer.cyc_b.value).label)],
+                      shown=len(shown), audio=len(explorer.player.value), status=explorer.status.value,
+                      differs=[float((cycle_clip(*v) - torch.as_tensor(wave)).abs().max())
+                               for v in (explorer.cyc_a.value, explorer.cyc_b.value)], renders=explorer.renders)))'''))
+    NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(nbs)}}).execute(
+        env=dict(os.environ, MPLBACKEND='module://matplotlib_inline.backend_inline'))
+    s = json.loads(nb.cells[-1].outputs[0]['text'])
+    assert s['a'] != s['b'] and not s['same_fbank']  # a real pair, not a cycle mixed with itself
+    assert s['labels'][0] == s['labels'][1] != 0  # the lesson set a's class to b's: another cycle of that class
+    assert s['shown'] == 1 and s['status'] == '' and s['renders'] == 3
+    assert s['audio'] == 44 + 2 * 128000  # the mixed 8 s clip in the player, 16-bit WAV
+    assert min(s['differs']) > 0.01  # the mix is neither cycle

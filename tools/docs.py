@@ -11,9 +11,20 @@ page, the figures its executed notebook produced and the time it took.
     python tools/docs.py [--out _docs] [--only 07_explore 13_metrics] [--jobs N] [--timeout S]
     python tools/docs.py --check _docs     # every page there, with its figures, every link resolving
 
-`--check` fails when a notebook of the table has no page, a page lacks the figures its notebook produced, a numbered
-notebook (other than those in --no-figures, default `27_cli` and `28_main`, the command line) produced none, a local link does not resolve, or an
-nbdev directive or a hidden cell's code shows.
+The pages are offline and name no folder of the machine that built them: nothing is loaded from the network, and
+the outputs show this machine's folders by name (`$PATCHMIX_HOME/...`, `$TMPDIR/...`, `~/...`, paths relative to
+the repository; `scrub_paths`). Widgets (`ipywidgets`) need a widget manager script that
+would come from a CDN, so each widget view is rendered instead as static HTML of its last state (`static_widgets`:
+boxes, disabled controls showing their values, images and audio players with their data inline, an Output's
+outputs); require.js and the mermaid loader (unused) are left out of the template, and MathJax is copied locally
+(without `jupyter-server-mathjax`, TeX shows as written).
+
+`--check` fails when a notebook of the table has no page, a page lacks the figures or audio players its notebook
+produced, a numbered notebook (other than those in --no-figures, default `27_cli` and `28_main`, the command line)
+produced no figure, a local link does not resolve, an nbdev directive or a hidden cell's code shows, a page loads a
+script or stylesheet from the network (an http(s) or protocol-relative `src`/`href` of a `<script>` or `<link>`, or an
+inline script naming an http(s) URL), a widget is left without its static view, a cell's stderr shows a warning, or a
+page holds a local absolute path (`/tmp/`, `/work/`, the repository's or the home folder's path).
 """
 from __future__ import annotations
 
@@ -69,6 +80,155 @@ def n_figures(nb) -> int:
     "Image outputs of an executed notebook."
     return sum(any(k.startswith('image/') for k in o.get('data', {})) for c in nb.cells if c.cell_type == 'code'
                for o in c.get('outputs', []))
+
+
+WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json'
+WIDGET_STATE = 'application/vnd.jupyter.widget-state+json'
+AUDIO = re.compile(r'<audio\b')
+
+
+def n_audio(nb) -> int:
+    "Audio players (`<audio` elements) in the HTML outputs of a (display-ready) notebook."
+    return sum(len(AUDIO.findall(''.join(o.get('data', {}).get('text/html', '')))) for c in nb.cells
+               if c.cell_type == 'code' for o in c.get('outputs', []))
+
+
+def _buffer(m: dict, key: str) -> str:
+    "A binary trait of a widget model as base64 (the state keeps it in `buffers`), '' when empty."
+    return next((b['data'] for b in m.get('buffers', []) if b.get('path') == [key]), '') or ''
+
+
+def widget_html(state: dict, model_id: str, depth: int = 0) -> str:
+    "Static HTML of a widget model and its children at their last state: no script, disabled controls, inline media."
+    m = state.get(model_id.removeprefix('IPY_MODEL_'))
+    if m is None or depth > 30: return ''
+    st, name = m.get('state', {}), m.get('model_name', '')
+    esc = lambda v: html.escape(str(v))
+    layout = state.get(str(st.get('layout', '')).removeprefix('IPY_MODEL_'), {}).get('state', {})
+    width = f' style="width:{esc(layout["width"])}"' if layout.get('width') else ''
+    desc = f'<label>{esc(st["description"])}</label> ' if st.get('description') else ''
+    kids = lambda: ''.join(widget_html(state, c, depth + 1) for c in st.get('children', []))
+    if name in ('VBoxModel', 'BoxModel', 'GridBoxModel', 'AccordionModel', 'TabModel', 'StackModel'):
+        return f'<div class="pmx-w pmx-vbox">{kids()}</div>'
+    if name == 'HBoxModel': return f'<div class="pmx-w pmx-hbox">{kids()}</div>'
+    if name in ('DropdownModel', 'SelectModel'):
+        labels, i = st.get('_options_labels', []), st.get('index')
+        opts = ''.join(f'<option{" selected" if k == i else ""}>{esc(t)}</option>' for k, t in enumerate(labels[:300]))
+        return f'<span class="pmx-w">{desc}<select disabled{width}>{opts}</select></span>'
+    if name in ('ToggleButtonsModel', 'RadioButtonsModel'):
+        labels, i = st.get('_options_labels', []), st.get('index')
+        return f'<span class="pmx-w">{desc}' + ''.join(
+            f'<button disabled class="{"pmx-on" if k == i else ""}">{esc(t)}</button>' for k, t in enumerate(labels)) + '</span>'
+    if name in ('ButtonModel', 'ToggleButtonModel'):
+        return f'<button disabled class="pmx-w"{width}>{esc(st.get("description", ""))}</button>'
+    if name in ('HTMLModel', 'HTMLMathModel'): return f'<span class="pmx-w">{desc}{st.get("value", "")}</span>'
+    if name == 'LabelModel': return f'<span class="pmx-w">{esc(st.get("value", ""))}</span>'
+    if name in ('TextModel', 'IntTextModel', 'FloatTextModel', 'BoundedIntTextModel', 'BoundedFloatTextModel'):
+        return f'<span class="pmx-w">{desc}<input disabled value="{esc(st.get("value", ""))}"{width}></span>'
+    if name in ('FloatSliderModel', 'IntSliderModel', 'FloatLogSliderModel'):
+        return (f'<span class="pmx-w">{desc}<input type="range" disabled min="{esc(st.get("min", 0))}" '
+                f'max="{esc(st.get("max", 100))}" step="{esc(st.get("step", 1))}" value="{esc(st.get("value", 0))}"> '
+                f'{esc(st.get("value", ""))}</span>')
+    if name in ('FloatProgressModel', 'IntProgressModel'):
+        return f'<span class="pmx-w">{desc}<progress value="{esc(st.get("value", 0))}" max="{esc(st.get("max", 100))}"></progress></span>'
+    if name == 'CheckboxModel':
+        return f'<label class="pmx-w"><input type="checkbox" disabled{" checked" if st.get("value") else ""}> {esc(st.get("description", ""))}</label>'
+    if name == 'ImageModel':
+        data = _buffer(m, 'value')
+        return f'<img class="pmx-w" src="data:image/{esc(st.get("format", "png"))};base64,{data}"{width}>' if data else ''
+    if name == 'AudioModel':
+        data = _buffer(m, 'value')
+        src = f' src="data:audio/{esc(st.get("format", "wav"))};base64,{data}"' if data else ''
+        return f'<audio class="pmx-w" controls{src}></audio>'
+    if name == 'OutputModel':
+        return '<div class="pmx-w pmx-output">' + ''.join(_output_html(o) for o in st.get('outputs', [])) + '</div>'
+    return f'<span class="pmx-w">[{esc(name.removesuffix("Model"))}]</span>'
+
+
+def _output_html(o: dict) -> str:
+    "Static HTML of one output of an Output widget."
+    d = o.get('data', {})
+    for mime in ('image/png', 'image/jpeg'):
+        if mime in d: return f'<img src="data:{mime};base64,{"".join(d[mime])}">'
+    if 'text/html' in d: return ''.join(d['text/html'])
+    if WIDGET_VIEW in d: return '<span>[widget]</span>'
+    text = ''.join(d.get('text/plain', '')) if d else ''.join(o.get('text', ''))
+    return f'<pre>{html.escape(text)}</pre>' if text else ''
+
+
+WIDGET_CSS = """<style>
+ .pmx-static { border: 1px dashed #bbb; border-radius: 6px; padding: 0.5rem; margin: 0.3rem 0; }
+ .pmx-static .pmx-note { font: 12px system-ui, sans-serif; color: #667; margin-bottom: 0.4rem; }
+ .pmx-hbox { display: flex; flex-wrap: wrap; gap: 0.4rem; align-items: center; margin: 0.2rem 0; }
+ .pmx-vbox { display: flex; flex-direction: column; gap: 0.2rem; }
+ .pmx-static img { max-width: 100%; height: auto; }
+ .pmx-static button.pmx-on { font-weight: 600; background: #dde4f3; }
+ .pmx-static label { margin-right: 0.2rem; }
+</style>"""
+
+
+def static_widgets(nb) -> int:
+    "Replace each widget view by static HTML of its last state (`widget_html`) and drop the widget state; the count."
+    state = nb.metadata.get('widgets', {}).get(WIDGET_STATE, {}).get('state', {})
+    n = 0
+    for cell in nb.cells:
+        for o in cell.get('outputs', []) if cell.cell_type == 'code' else ():
+            view = o.get('data', {}).get(WIDGET_VIEW)
+            if view is None: continue
+            body = widget_html(state, view.get('model_id', ''))
+            note = ('static view of an interactive widget as the notebook left it; run the notebook to use it' if body
+                    else 'an interactive widget (its state was not saved); run the notebook to use it')
+            o['data'] = {'text/html': f'<div class="pmx-static"><div class="pmx-note">{note}</div>{body}</div>'}
+            n += 1
+    nb.metadata.pop('widgets', None)
+    return n
+
+
+DATA_URI = re.compile(r'data:[\w/+.-]+;base64,[A-Za-z0-9+/=\s]+')
+
+
+def _outside_data_uris(text: str, f) -> str:
+    "Apply `f` to the parts of `text` that are not base64 data URIs (whose bytes could spell a path by chance)."
+    out, i = [], 0
+    for m in DATA_URI.finditer(text):
+        out += [f(text[i:m.start()]), m[0]]
+        i = m.end()
+    return ''.join(out + [f(text[i:])])
+
+
+def path_names() -> list[tuple[str, str]]:
+    """This machine's folders as a page names them instead: the cache ($PATCHMIX_HOME), the repository (paths
+    relative to it), the temporary folder ($TMPDIR), the home folder (~). Longest first."""
+    import tempfile
+    home = Path.home()
+    cache = os.environ.get('PATCHMIX_HOME') or Path(os.environ.get('XDG_CACHE_HOME') or home / '.cache') / 'patchmix-nb'
+    names = [(str(Path(cache).expanduser()), '$PATCHMIX_HOME'), (str(ROOT), '.'), (tempfile.gettempdir(), '$TMPDIR'),
+             ('/tmp', '$TMPDIR'), (str(home), '~')]
+    return sorted({(k, v) for k, v in names if k not in ('', '/')}, key=lambda kv: -len(kv[0]))
+
+
+def scrub_paths(nb, names: list[tuple[str, str]] | None = None) -> int:
+    """Name this machine's folders in the outputs as `path_names` says ('/tmp/tmpab12/x.txt' -> '$TMPDIR/tmpab12/x.txt'):
+    a page shows where a file is relative to a folder the reader has too, never the builder's absolute paths."""
+    names = path_names() if names is None else names
+    pattern = re.compile('|'.join(re.escape(k) + r'(?=[/\s\'"),:;\]}|]|$)' for k, _ in names))
+    lookup = dict(names)
+    n = 0
+
+    def sub(text: str) -> str:
+        nonlocal n
+        new, k = pattern.subn(lambda m: lookup[m[0]], text)
+        n += k
+        return new
+    fix = lambda v: _outside_data_uris(''.join(v), sub) if isinstance(v, (str, list)) else v
+    for cell in nb.cells:
+        for o in cell.get('outputs', []) if cell.cell_type == 'code' else ():
+            if 'text' in o: o['text'] = fix(o['text'])
+            if 'traceback' in o: o['traceback'] = [fix(t) for t in o['traceback']]
+            if 'evalue' in o: o['evalue'] = fix(o['evalue'])
+            for mime in ('text/plain', 'text/html', 'text/markdown', 'text/latex'):
+                if mime in o.get('data', {}): o['data'][mime] = fix(o['data'][mime])
+    return n
 
 
 def for_display(nb):
@@ -146,12 +306,27 @@ def mathjax(out: Path) -> str | None:
     return 'mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe'
 
 
+# nbconvert's lab page without what it would fetch from the network: require.js (nothing here needs it), the mermaid
+# loader (no diagrams), the widget manager (widgets are static, `static_widgets`), MathJax unless it is local
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}
+{%- if resources.mathjax_url and '//' not in resources.mathjax_url -%}{{ super() }}{%- endif -%}
+{%- endblock html_head_js_mathjax -%}
+"""
+
+
 def render(nb, name: str, title: str, rows: list[dict], names: set[str], mathjax_url: str | None = None) -> str:
     "HTML of a display-ready notebook with the navigation; links to sibling notebooks point to their pages."
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
-    kw = dict(mathjax_url=mathjax_url) if mathjax_url else {}
-    body, _ = HTMLExporter(template_name='lab', **kw).from_notebook_node(nb, resources={'metadata': {'name': name}})
-    body = re.sub(r'<body([^>]*)>', lambda m: f'<body{m[1]}>\n{nav(title, rows, name)}', body, count=1)
+    static_widgets(nb)
+    exporter = HTMLExporter(template_name='lab', template_file='pmx-offline.html.j2', mathjax_url=mathjax_url or '',
+                            extra_loaders=[DictLoader({'pmx-offline.html.j2': OFFLINE_TEMPLATE})])
+    body, _ = exporter.from_notebook_node(nb, resources={'metadata': {'name': name}})
+    body = re.sub(r'<body([^>]*)>', lambda m: f'<body{m[1]}>\n{nav(title, rows, name)}{WIDGET_CSS}', body, count=1)
     def relink(m):
         target = m[2].split('#')[0]
         stem = target[:-6].lstrip('./') if target.endswith('.ipynb') else None
@@ -178,7 +353,7 @@ def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int 
     manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
     manifest['notebooks'] = [r['name'] for r in rows]
     skip = set() if all_cells else test_flags(nbs.parent / 'settings.ini')
-    mj = mathjax(out)  # offline maths; without it the pages link MathJax's CDN (TeX shows as written offline)
+    mj = mathjax(out)  # offline maths; without it no MathJax (TeX shows as written)
 
     def one(name: str) -> tuple[str, dict]:
         t0 = time.perf_counter()
@@ -187,13 +362,16 @@ def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int 
         secs = time.perf_counter() - t0
         figs = n_figures(nb)
         hidden = [c.source for c in nb.cells if 'hide' in directives(c.source)]
-        text = render(for_display(nb), name, title, rows, names, mj)
+        shown = for_display(nb)
+        widgets = static_widgets(shown)
+        scrub_paths(shown)
+        text = render(shown, name, title, rows, names, mj)
         tmp = out / f'.{page(name)}.tmp'
         tmp.write_text(text, encoding='utf-8')
         tmp.replace(out / page(name))
         log(f'[docs] {name}: {secs:.1f} s, {figs} figures -> {out / page(name)}')
-        return name, dict(page=page(name), figures=figs, seconds=round(secs, 2), hidden_cells=len(hidden),
-                          hidden_code=[h for h in hidden if len(h.strip()) > 20])
+        return name, dict(page=page(name), figures=figs, audio=n_audio(shown), widgets=widgets, seconds=round(secs, 2),
+                          hidden_cells=len(hidden), hidden_code=[h for h in hidden if len(h.strip()) > 20])
 
     t0 = time.perf_counter()
     results = [one('index')]
@@ -207,8 +385,42 @@ def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int 
     return manifest
 
 
+NET_TAG = re.compile(r'<(script|link)\b[^>]*?\b(?:src|href)\s*=\s*["\']?((?:https?:)?//[^"\'\s>]+)', re.I)
+INLINE_SCRIPT = re.compile(r'<script\b([^>]*)>(.*?)</script>', re.S | re.I)
+STDERR = re.compile(r'<div[^>]*data-mime-type="application/vnd\.jupyter\.stderr"[^>]*>(.*?)</div>', re.S)
+WARNING = re.compile(r'\b\w*Warning\b|\bWARNING\b')
+
+
+def local_paths() -> tuple[str, ...]:
+    "Absolute paths of this machine that must not show in a page: /tmp/, /work/, the repository, the home folder."
+    return tuple(dict.fromkeys(['/tmp/', '/work/', f'{ROOT}/', f'{Path.home()}/']))
+
+
+def offline_problems(p: Path, text: str, paths: tuple[str, ...] = ()) -> list[str]:
+    "What keeps a page from being offline and clean: network scripts/styles, live widgets, warnings, local paths."
+    problems = [f'{p}: <{t}> loads {url!r} from the network' for t, url in NET_TAG.findall(text)]
+    for attrs, body in INLINE_SCRIPT.findall(text):
+        if 'src=' in attrs or 'application/vnd.jupyter' in attrs: continue
+        urls = re.findall(r'(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s"\'`)]*', body)
+        if urls: problems.append(f'{p}: an inline script refers to the network ({urls[0]!r})')
+    if WIDGET_VIEW in text or WIDGET_STATE in text:
+        problems.append(f'{p}: a widget shows no static view (its view needs a widget manager from the network)')
+    for block in STDERR.findall(text):
+        w = WARNING.search(html.unescape(re.sub(r'<[^>]+>', '', block)))
+        if w: problems.append(f'{p}: a cell prints a warning ({w[0]}: '
+                              f'{html.unescape(re.sub(r"<[^>]+>", "", block)).strip().splitlines()[0][:100]!r})')
+    plain = DATA_URI.sub('data:', text)
+    for path in paths or local_paths():
+        i = plain.find(path)
+        if i >= 0:
+            around = html.unescape(re.sub(r'<[^>]+>', '', plain[max(0, i - 60):i + 80])).replace('\n', ' ')
+            problems.append(f'{p}: a local absolute path {path!r} shows (…{around.strip()[:140]}…)')
+    return problems
+
+
 def check(out: Path, no_figures: tuple[str, ...] = ('27_cli', '28_main')) -> list[str]:
-    "Problems with a built site (empty when fine): missing pages, missing figures, broken links, visible directives."
+    """Problems with a built site (empty when fine): missing pages, figures or audio, broken links, visible directives,
+    anything loaded from the network, live widgets, warnings, local paths."""
     mpath = out / 'manifest.json'
     if not mpath.exists(): return [f'{mpath}: no manifest; build the docs first (python tools/docs.py --out {out})']
     m = json.loads(mpath.read_text())
@@ -222,6 +434,10 @@ def check(out: Path, no_figures: tuple[str, ...] = ('27_cli', '28_main')) -> lis
         imgs = len(IMG.findall(text))
         if imgs < info['figures']:
             problems.append(f'{p}: {imgs} embedded images, but the executed notebook produced {info["figures"]}')
+        players = len(AUDIO.findall(text))
+        if players < info.get('audio', 0):
+            problems.append(f'{p}: {players} audio players, but the executed notebook produced {info["audio"]}')
+        problems += offline_problems(p, text)
         if re.match(r'\d\d_', Path(name).name) and name not in no_figures and info['figures'] == 0:
             problems.append(f'{p}: nbs/{name}.ipynb produced no figure (executed with the inline backend)')
         code = ' '.join(re.findall(r'<pre>(.*?)</pre>', text, re.S))
@@ -255,7 +471,9 @@ def main(argv=None):
         for p in problems: print(p, file=sys.stderr)
         if problems: sys.exit(f'[docs] {len(problems)} problems in {a.check}')
         m = json.loads((Path(a.check) / 'manifest.json').read_text())
-        print(f'[docs] {a.check}: {len(m["pages"])} pages, {sum(p["figures"] for p in m["pages"].values())} figures, links ok')
+        print(f'[docs] {a.check}: {len(m["pages"])} pages, {sum(p["figures"] for p in m["pages"].values())} figures, '
+              f'{sum(p.get("audio", 0) for p in m["pages"].values())} audio players, links ok, offline, no warning '
+              'or local path')
         return
     build(Path(a.out), a.only, a.jobs, a.timeout, all_cells=a.all_cells)
 
