@@ -21,9 +21,10 @@ from .icbhi import ICBHIError, MIN_SAMPLE_RATE
 
 # %% auto #0
 __all__ = ['SAMPLE_RATE', 'DURATION', 'FADE_LEN', 'SPEC_CMAP', 'FRAME_SHIFT', 'MEL_LOW', 'MEL_HIGH', 'read_wav',
-           'resample', 'fade', 'load_recording', 'cycle_bounds', 'cut_pad', 'cycles_from_recording',
-           'load_cycles', 'plot_waveform', 'plot_fade', 'plot_padding', 'mel_bin_of_hz', 'hz_axis',
-           'show_spectrogram', 'log_mel', 'plot_spectrogram']
+           'resample', 'band_magnitude', 'fade', 'load_recording', 'cycle_bounds', 'cut_pad',
+           'cycles_from_recording', 'load_cycles', 'plot_waveform', 'plot_fade', 'plot_padding',
+           'seam_samples', 'seam_frames', 'mel_bin_of_hz', 'hz_axis', 'show_spectrogram', 'log_mel',
+           'plot_spectrogram']
 
 # %% ../nbs/03_audio.ipynb #22963d73
 SAMPLE_RATE = 16_000  # f_s used by the whole pipeline
@@ -136,6 +137,13 @@ def resample(wave: np.ndarray | torch.Tensor, sr: int, new_sr: int = SAMPLE_RATE
     for i0, i1, a, b, m in plan:
         torch.mm(frames[:, a:b], m, out=out[:, i0:i1])
     return out.view(-1)[:math.ceil(n * L / o)]
+
+# %% ../nbs/03_audio.ipynb #img-code
+def band_magnitude(wave, sample_rate: int, bands=((1500, 2000), (2100, 3900), (3900, 4100))) -> dict:
+    "Mean |FFT| (unnormalised `numpy.fft.rfft`) of a 1-D waveform over each band [lo, hi) Hz: {(lo, hi): value}."
+    x = np.asarray(wave, dtype=np.float64)
+    mag, f = np.abs(np.fft.rfft(x)), np.fft.rfftfreq(len(x), 1 / sample_rate)
+    return {(lo, hi): float(mag[(f >= lo) & (f < hi)].mean()) for lo, hi in bands}
 
 # %% ../nbs/03_audio.ipynb #900e0c44
 def _ramps(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,6 +283,22 @@ def plot_padding(chunk: torch.Tensor, target: int, sample_rate: int = SAMPLE_RAT
     axs[2].set_xlabel('time (s)')
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03_audio.ipynb #seam-code
+def seam_samples(n: int, target: int) -> list[int]:
+    "Where `pad='repeat'` joins copies of an n-sample cycle in a `target`-sample clip: samples n, 2n, ... below target."
+    if n <= 0: raise ValueError(f"a cycle has at least one sample, got {n}")
+    return list(range(n, target, n))
+
+
+def seam_frames(n: int, target: int, hop: int = SAMPLE_RATE // 100, win: int = SAMPLE_RATE // 40) -> np.ndarray:
+    "(frames,) bool: the fbank frames (`win` samples every `hop`) whose window holds a repeat-padding seam."
+    n_frames = 1 + (target - win) // hop
+    m = np.zeros(max(n_frames, 0), dtype=bool)
+    for s in seam_samples(n, target):
+        lo, hi = max(0, -(-(s - win + 1) // hop)), min(n_frames - 1, (s - 1) // hop)   # hop·k <= s-1, s < hop·k + win
+        m[lo:hi + 1] = True
+    return m
 
 # %% ../nbs/03_audio.ipynb #au-sp1
 SPEC_CMAP = 'magma'  # the one colormap of every spectrogram in the course

@@ -15,13 +15,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .ast import AST
+from .audio import seam_frames
 from .data import CycleDataset, Data
 from .model import PatchMixModel
 from .embeddings import as_run
 
 # %% auto #0
 __all__ = ['attention_weights', 'record_attention', 'attention_rollout', 'rollout_grid', 'grid_to_pixels', 'saliency',
-           'explain', 'predict_rows', 'pick_examples', 'plot_explanation', 'plot_examples', 'HearsBrowser']
+           'explain', 'predict_rows', 'pick_examples', 'plot_explanation', 'plot_examples', 'cycle_samples',
+           'seam_share', 'HearsBrowser']
 
 # %% ../nbs/22_hears.ipynb #89629336
 def attention_weights(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -211,6 +213,40 @@ def plot_examples(run, data: Data, examples: pd.DataFrame):
             _overlay(a2, x[i, 0], _smooth(out['saliency'][i]), f'{outcome} | saliency')
     plt.close(fig)  # displayed once, by whoever shows the returned figure
     return fig
+
+# %% ../nbs/22_hears.ipynb #seam22-code
+def cycle_samples(data: Data, rows) -> np.ndarray:
+    "Length in samples (at the cache's rate) of each cycle of `rows` as the cache cut it (clipped to its recording)."
+    sr = data.cache.manifest['params']['sample_rate']
+    cyc = data.cache.cycles.iloc[np.asarray(rows)]
+    rec = data.index.recordings.set_index('stem').loc[cyc['stem']]
+    n = np.ceil(rec['frames'].to_numpy() * sr / rec['sample_rate'].to_numpy())          # the resampled recording
+    a = np.minimum(np.floor(cyc['start'].to_numpy() * sr), n)
+    return (np.minimum(np.floor(cyc['end'].to_numpy() * sr), n) - a).astype(int)
+
+
+def seam_share(run, data: Data, rows, batch_size: int = 16) -> pd.DataFrame:
+    """For each cycle of `rows` that repeat padding joined: the share of its fbank frames holding a seam and the
+    shares of its attention rollout and gradient saliency on them (frames inside the patch grid only)."""
+    p = data.cache.manifest['params']
+    if p.get('pad') != 'repeat':
+        raise ValueError(f"{data.cache.path}: features padded with pad={p.get('pad')!r}; only 'repeat' makes seams")
+    rows, target = np.asarray(rows), int(round(p['duration'] * p['sample_rate']))
+    n = cycle_samples(data, rows)
+    rows, n = rows[n < target], n[n < target]
+    out = []
+    for i in range(0, len(rows), batch_size):
+        x = torch.as_tensor(np.asarray(data.cache.features[rows[i:i + batch_size]]), dtype=torch.float32).unsqueeze(1)
+        e = explain(run, x)
+        roll, sal = e['rollout_px'].sum(-1).numpy(), e['saliency'].sum(-1).numpy()    # (B, T): mass per frame
+        for j in range(len(x)):
+            seen = roll[j] > 0                                                     # frames some patch covers
+            m = seam_frames(int(n[i + j]), target)[:len(seen)] & seen
+            out.append(dict(row=int(rows[i + j]), samples=int(n[i + j]), seam_frames=int(m.sum()),
+                            frame_share=float(m.sum() / seen.sum()), rollout_share=float(roll[j][m].sum() /
+                            roll[j][seen].sum()), saliency_share=float(sal[j][m].sum() / sal[j][seen].sum()),
+                            pred=int(e['pred'][j])))
+    return pd.DataFrame(out)
 
 # %% ../nbs/22_hears.ipynb #626f47cf
 class HearsBrowser:

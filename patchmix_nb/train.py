@@ -15,22 +15,23 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .core import save_json
+from .core import patchmix_home, save_json
 from .features import SpecAugment
 from .metrics import icbhi_score
-from .config import Config, check_config, config_hash
+from .config import Config, check_config, config_hash, make_config
 from .devices import (check_batch_split, gather_with_grad, make_scaler, resolve_device, setup_processes,
                                  world_size)
 from .data import Data, eval_loader, load_data, n_frames_for, specaug_time_width, train_loader
 from .model import PatchMixModel, build_model
-from .runs import (PARTIAL, STOPPED, RunFolder, load_checkpoint, load_model_state, model_state, rng_state,
-                              set_rng_state, summarize)
+from .runs import (PARTIAL, STOPPED, RunFolder, RunFolderBusy, load_checkpoint, load_model_state,
+                              model_state, rng_state, set_rng_state, summarize)
 
 # %% auto #0
-__all__ = ['STOP_SIGNALS', 'cosine_lr', 'MovingAverageUpdate', 'train_step', 'make_optimizer', 'Learner', 'setup_run',
-           'TrainingDiverged', 'run_epoch', 'predict_logits', 'scores', 'evaluate', 'seed_everything',
-           'default_out', 'TrainingRun', 'start_run', 'prepare_epoch', 'RunInterrupted', 'train_epoch',
-           'stop_on_signals', 'fit', 'finish', 'train', 'plot_history', 'estimate_seconds']
+__all__ = ['STOP_SIGNALS', 'DEMO_PRESET', 'cosine_lr', 'MovingAverageUpdate', 'train_step', 'make_optimizer', 'Learner',
+           'setup_run', 'TrainingDiverged', 'run_epoch', 'predict_logits', 'scores', 'evaluate',
+           'seed_everything', 'default_out', 'TrainingRun', 'start_run', 'prepare_epoch', 'RunInterrupted',
+           'train_epoch', 'stop_on_signals', 'fit', 'finish', 'train', 'plot_history', 'demo_config',
+           'trained_run', 'result_line', 'estimate_seconds']
 
 # %% ../nbs/19_train.ipynb #b69b3676
 def cosine_lr(lr: float, epoch: int, epochs: int, min_lr_ratio: float = 1e-3) -> float:
@@ -510,6 +511,42 @@ def plot_history(history: list[dict], title: str | None = None):
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/19_train.ipynb #demo-code
+DEMO_PRESET = 'cpu-demo'     # the model the course shows; PATCHMIX_DEMO=smoke gives a seconds-long stand-in
+
+
+def demo_config(**fields) -> Config:
+    "The Config of the course's trained model: the preset in $PATCHMIX_DEMO (default `DEMO_PRESET`), then `fields`."
+    return make_config(os.environ.get('PATCHMIX_DEMO') or DEMO_PRESET, **fields)
+
+
+def trained_run(cfg: Config, root: str | Path | None = None, log: Callable | None = print, poll: float = 2.0) -> Path:
+    """The folder of a finished run of `cfg` under `root` (default $PATCHMIX_HOME/runs), named <preset>-<config hash>:
+    trained there when absent (an interrupted run is resumed), else found. A process that asks while another one
+    trains it waits for that run (the folder's lock)."""
+    folder = RunFolder(Path(root or patchmix_home() / 'runs') / f"{cfg.preset or 'run'}-{config_hash(cfg)}")
+    cfg = replace(cfg, out_dir=str(folder.path), progress=False)
+    while True:
+        try: folder.lock()
+        except RunFolderBusy:
+            time.sleep(poll)
+            continue
+        try:
+            m = folder.read('metrics.json') or {}
+            if m.get('epochs_done') == cfg.epochs and m.get('test'): return folder.path
+            train(cfg, resume=(folder / 'last.pt').exists() or (folder / PARTIAL).exists(), log=log)
+            return folder.path
+        finally:
+            folder.unlock()
+
+
+def result_line(metrics: dict) -> str:
+    "The closing line of a run's metrics.json: what was trained, the epoch selected on validation, its test figures."
+    c, t = metrics['config'], metrics['test']
+    return (f"{c.get('preset') or 'run'} {c['method']} {c['model']} seed {c['seed']}: epoch "
+            f"{metrics['selected_epoch']} of {metrics['epochs_done']} selected on validation; "
+            f"test Sp {t['sp']:.2f} Se {t['se']:.2f} Score {t['score']:.2f}")
 
 # %% ../nbs/19_train.ipynb #estcode
 def estimate_seconds(cfg: Config, n_train: int, n_eval: int, n_frames: int | None = None, reps: int = 2) -> float:

@@ -319,3 +319,19 @@ def test_diagnosis_task_labels_each_cycle_by_its_patient(tmp_path):
     m = train(cfg, log=None)
     assert m['test']['score'] == pytest.approx((m['test']['sp'] + m['test']['se']) / 2)
     assert cfg.n_cls == 3 and Task.of(cfg).names == ('healthy', 'chronic', 'non-chronic')
+
+
+def test_trained_run_trains_once_while_another_process_waits(tmp_path):
+    "Two processes ask for the same run at once: one trains it, the other waits for it; both get the same folder."
+    import subprocess, sys
+    code = ("import sys; from patchmix_nb.config import make_config; from patchmix_nb.train import trained_run; "
+            "print(trained_run(make_config('smoke', epochs=2), sys.argv[1], log=lambda m: print('TRAIN', m)))")
+    procs = [subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    want = tmp_path / f"smoke-{config_hash(make_config('smoke', epochs=2))}"
+    assert {o.strip().splitlines()[-1] for o in outs} == {str(want)}
+    assert sum(o.count('TRAIN data:') for o in outs) == 1, outs               # trained once
+    assert json.loads((want / 'metrics.json').read_text())['epochs_done'] == 2
+    assert not (want / '.lock').exists()
