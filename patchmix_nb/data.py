@@ -278,7 +278,7 @@ class CycleDataset(Dataset):
 
     def __getitem__(self, i):
         r = int(self.rows[i])
-        return torch.from_numpy(np.asarray(self.features[r], dtype=np.float32)).unsqueeze(0), int(self.labels[r]), r
+        return torch.tensor(self.features[r], dtype=torch.float32).unsqueeze(0), int(self.labels[r]), r   # a copy: caches are read-only
 
 
 class ShardedBatches(torch.utils.data.Sampler):
