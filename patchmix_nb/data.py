@@ -278,7 +278,8 @@ class CycleDataset(Dataset):
 
     def __getitem__(self, i):
         r = int(self.rows[i])
-        return torch.tensor(self.features[r], dtype=torch.float32).unsqueeze(0), int(self.labels[r]), r   # a copy: caches are read-only
+        x = torch.tensor(self.features[r], dtype=torch.float32)      # a copy: the cache is a read-only memmap
+        return x.unsqueeze(0), int(self.labels[r]), r
 
 
 class ShardedBatches(torch.utils.data.Sampler):
