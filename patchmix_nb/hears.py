@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,12 +19,14 @@ from .ast import AST
 from .audio import seam_frames
 from .data import CycleDataset, Data
 from .model import PatchMixModel
+from .sprsound import SPR_MARKER
+from .synthetic import MARKER
 from .embeddings import as_run
 
 # %% auto #0
 __all__ = ['attention_weights', 'record_attention', 'attention_rollout', 'rollout_grid', 'grid_to_pixels', 'saliency',
            'explain', 'predict_rows', 'pick_examples', 'plot_explanation', 'plot_examples', 'cycle_samples',
-           'seam_share', 'HearsBrowser']
+           'seam_share', 'error_table', 'plot_errors', 'domain_note', 'HearsBrowser']
 
 # %% ../nbs/22_hears.ipynb #89629336
 def attention_weights(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -248,6 +251,49 @@ def seam_share(run, data: Data, rows, batch_size: int = 16) -> pd.DataFrame:
                             pred=int(e['pred'][j])))
     return pd.DataFrame(out)
 
+# %% ../nbs/22_hears.ipynb #err22-code
+def error_table(pred: pd.DataFrame, data: Data, by: str = 'stem') -> pd.DataFrame:
+    """The errors of `predict_rows` per recording (`by='stem'`) or per patient (`by='patient'`): cycles, errors, error
+    rate, the mean and highest confidence of the wrong calls, the most frequent one, the devices; most errors first,
+    then most confident."""
+    if by not in ('stem', 'patient'): raise ValueError(f"by must be 'stem' or 'patient', got {by!r}")
+    fr = data.frame(pred['row'].to_numpy())
+    f = pred.assign(**{c: fr[c].to_numpy() for c in ('patient', 'device') if c in fr and c not in pred})
+    if by not in f: raise ValueError(f"{data.data_dir}: the cycles have no {by!r} column")
+    wrong = f[~f['correct']].assign(call=lambda d: d['true_name'] + ' → ' + d['pred_name'])
+    g, w = f.groupby(by), wrong.groupby(by)
+    out = pd.DataFrame({'cycles': g.size(), 'errors': w.size()}).fillna({'errors': 0}).astype({'errors': int})
+    out['error_rate'] = (out['errors'] / out['cycles']).round(3)
+    out['p_wrong'] = w['p'].mean().round(3)                                  # how sure the wrong calls were
+    out['p_wrong_max'] = w['p'].max()
+    out['most_common_error'] = w['call'].agg(lambda s: s.value_counts().index[0])
+    if 'device' in f: out['devices'] = g['device'].agg(lambda s: ', '.join(sorted(set(map(str, s)))))
+    return out.sort_values(['errors', 'p_wrong'], ascending=False, na_position='last')
+
+
+def plot_errors(table: pd.DataFrame, title: str = '', top: int = 12):
+    "Figure: error rate of the `top` rows of an `error_table`, each bar labelled errors/cycles and mean confidence."
+    import matplotlib.pyplot as plt
+    t = table.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * len(t) + 1.2), layout='constrained')
+    ax.barh([str(i) for i in t.index], t['error_rate'], color=plt.cm.magma(0.15 + 0.7 * t['p_wrong'].fillna(0)))
+    for y, r in enumerate(t.itertuples()):
+        conf = f", p̄ {r.p_wrong:.2f}" if r.errors else ''
+        ax.text(r.error_rate + 0.01, y, f"{r.errors}/{r.cycles}{conf}", va='center', fontsize=7)
+    ax.set(xlim=(0, 1.25), xlabel='error rate (bar colour: mean confidence of the wrong calls, darker = less sure)',
+           title=title or f"errors per {t.index.name}")
+    ax.tick_params(labelsize=7)
+    return fig
+
+# %% ../nbs/22_hears.ipynb #shift22-code
+def domain_note(cfg, data: Data) -> str | None:
+    "A line when a run trained on the synthetic set is shown recordings that are not synthetic: the domain shift."
+    def synthetic(d): return d is None or any((Path(d) / m).is_file() for m in (MARKER, SPR_MARKER))
+    if cfg is None or not synthetic(cfg.data_dir) or synthetic(data.data_dir): return None
+    return (f"domain shift: this model was trained on the synthetic set and is shown the recordings of "
+            f"{Path(data.data_dir).name}/; its predictions and maps there show what it learned from generated sounds, "
+            f"and its score there measures the shift, not the method")
+
 # %% ../nbs/22_hears.ipynb #626f47cf
 class HearsBrowser:
     "Widget: filter cycles by true class and outcome, step through them, see rollout and saliency of each."
@@ -269,11 +315,11 @@ class HearsBrowser:
         self._filter()
 
     def rows(self) -> pd.DataFrame:
-        "The cycles that pass the filters."
+        "The cycles that pass the filters, the most confident first."
         p = self.pred
         if self.cls.value >= 0: p = p[p['label'] == self.cls.value]
         if self.outcome.value != 'all': p = p[p['correct'] == (self.outcome.value == 'correct')]
-        return p
+        return p.sort_values('p', ascending=False, kind='stable')              # most confident first
 
     def _filter(self):
         p = self.rows()
