@@ -279,10 +279,10 @@ def plot_errors(table: pd.DataFrame, title: str = '', top: int = 12):
     ax.barh([str(i) for i in t.index], t['error_rate'], color=plt.cm.magma(0.15 + 0.7 * t['p_wrong'].fillna(0)))
     for y, r in enumerate(t.itertuples()):
         conf = f", p̄ {r.p_wrong:.2f}" if r.errors else ''
-        ax.text(r.error_rate + 0.01, y, f"{r.errors}/{r.cycles}{conf}", va='center', fontsize=7)
+        ax.text(r.error_rate + 0.01, y, f"{r.errors}/{r.cycles}{conf}", va='center', fontsize=8)
     ax.set(xlim=(0, 1.25), xlabel='error rate (bar colour: mean confidence of the wrong calls, darker = less sure)',
            title=title or f"errors per {t.index.name}")
-    ax.tick_params(labelsize=7)
+    ax.tick_params(labelsize=8)
     return fig
 
 # %% ../nbs/22_hears.ipynb #shift22-code

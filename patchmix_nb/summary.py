@@ -221,6 +221,6 @@ def plot_summary(runs: pd.DataFrame, title: str | None = None):
     ax.scatter(x + w, s['published_score'], color='k', marker='_', s=300, zorder=3, label='published Score')
     ax.set(xticks=x, xticklabels=[g.replace(' ', '\n') for g in s['group']], ylabel='%', ylim=(0, 100),
            title=title or 'sweep: mean ± std over seeds')
-    ax.legend(fontsize=7, ncol=4, loc='upper center')
+    ax.legend(fontsize='small', ncol=4, loc='upper center')
     fig.tight_layout()
     return fig

@@ -250,7 +250,7 @@ def plot_store(uri: str, experiment: str, keys=('loss', 'val_score', 'test_score
     for ax, k in zip(axes, keys):
         ax.set(xlabel='epoch', title=k)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend(fontsize='small')
     fig.suptitle(f"experiment {experiment!r}, read from {uri}", fontsize=9)
     fig.tight_layout()
     return fig

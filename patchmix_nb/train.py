@@ -490,7 +490,7 @@ def _plot_steps(ax, history: list[dict]) -> None:
         a2.set_ylabel('λ', color='C2')
         a2.set_ylim(0, 1)
     ax.set(xlabel='step', ylabel='loss', title='per step')
-    ax.legend(fontsize=7, loc='upper right')
+    ax.legend(fontsize='small', loc='upper right')
 
 
 def plot_history(history: list[dict], title: str | None = None):
@@ -506,7 +506,7 @@ def plot_history(history: list[dict], title: str | None = None):
             pts = [(h['epoch'], h[split][key]) for h in history if h[split]]
             if pts: c.plot(*zip(*pts), col, ls=ls, marker=mk, label=f'{split} {key}')
     c.set(xlabel='epoch', ylabel='%', title='Sp, Se, Score')
-    c.legend(fontsize=7, ncol=1, loc='center left', bbox_to_anchor=(1.01, .5))
+    c.legend(fontsize='small', ncol=1, loc='center left', bbox_to_anchor=(1.01, .5))
     for ax in (b, c): ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title: fig.suptitle(title)
     fig.tight_layout()
