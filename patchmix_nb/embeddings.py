@@ -157,7 +157,8 @@ def plot_embeddings(xy: np.ndarray, frame: pd.DataFrame, by: str = 'label', ax=N
             ax.scatter(xy[m, 0], xy[m, 1], s=s, color=c, label=f"{v} ({m.sum()})", alpha=0.8, edgecolors='none')
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize='small', loc='best', markerscale=1.2, title='class' if by == 'label' else by, title_fontsize='small')
+    ax.legend(fontsize='small', loc='best', markerscale=1.2, title='class' if by == 'label' else by,
+              title_fontsize='small')
     if title: ax.set_title(title, fontsize=9)
     return fig
 
