@@ -145,6 +145,8 @@ def _where_to_run(p) -> None:
                    help='slurm: return after submitting (follow with --status)')
     c.add_argument('--dry-run', action='store_true', help='show what would run and what is kept; run nothing')
     c.add_argument('--status', metavar='DIR', help='state of a sweep folder (done / running / failed / queued); exit')
+    c.add_argument('--record', metavar='OUT', help='write the record of the sweep folder (with --status: of DIR) '
+                   'to OUT: runs, curves, test predictions, t-SNE, without the checkpoints (25_summary)')
     c.add_argument('--interval', type=float, default=30., help='seconds between progress lines (default 30)')
 
 
@@ -394,6 +396,11 @@ def _sweep_report(a, runs) -> int:
     return 0
 
 
+def _record(a, sweep_dir) -> Path:
+    from patchmix_nb.summary import record_sweep
+    return record_sweep(sweep_dir, a.record, command=' '.join(['patchmix', *map(str, a.argv)]))
+
+
 def cmd_sweep(a) -> int:
     from patchmix_nb.sweep import list_specs, sweep, sweep_status
     if a.list_specs:
@@ -403,6 +410,7 @@ def cmd_sweep(a) -> int:
         runs, line = sweep_status(a.status)
         print(runs[['name', 'status', 'score', 'seconds']].to_string(index=False))
         print(line)
+        if a.record: print(f"record of {a.status}: {_record(a, a.status)}")
         return 1 if (runs.status == 'failed').any() else 0
     if not a.out: raise ValueError("--out DIR is required (the sweep folder)")
     t = a.slurm_time
@@ -482,6 +490,7 @@ COMMANDS = {'synth': cmd_synth, 'stats': cmd_stats, 'prepare': cmd_prepare, 'tra
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `patchmix` console script."
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]     # as typed, for records
     pin_home()                                       # a relative PATCHMIX_HOME is this folder's, not a notebook's
     try:
         return COMMANDS[args.command](args)

@@ -140,7 +140,8 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str] | None = None, nor
                       for i in range(n)])
     from matplotlib.figure import Figure
     import seaborn as sns
-    if ax is None:
+    own = ax is None
+    if own:
         fig = Figure(figsize=(1.3 * n + 1.5, 1.1 * n + 1))
         ax = fig.add_subplot()
     else: fig = ax.figure
@@ -149,7 +150,7 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str] | None = None, nor
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')
     ax.set_title(title or ('confusion matrix' + (f' (normalised by {normalize})' if normalize else '')))
-    fig.tight_layout()
+    if own: fig.tight_layout()                 # a figure of its own; one given belongs to the caller's layout
     return fig
 
 # %% ../nbs/13_metrics.ipynb #3bec1c52

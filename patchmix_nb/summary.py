@@ -17,9 +17,9 @@ from .config import FIELDS, RUN_FREE, config_hash
 from .runs import ASK, RunFolder, queue_snapshot
 
 # %% auto #0
-__all__ = ['ALWAYS', 'METRICS', 'RUN_COLUMNS', 'NOTEBOOK_OF', 'PAPER_SETTING', 'PUBLISHED', 'collect_runs',
-           'backbone_of', 'published_for', 'pooled_fields', 'group_fields', 'summarize_sweep',
-           'summary_markdown', 'write_summary', 'plot_summary']
+__all__ = ['ALWAYS', 'METRICS', 'RUN_COLUMNS', 'NOTEBOOK_OF', 'PAPER_SETTING', 'PUBLISHED', 'RECORD_FILES',
+           'collect_runs', 'backbone_of', 'published_for', 'pooled_fields', 'group_fields', 'summarize_sweep',
+           'summary_markdown', 'write_summary', 'plot_summary', 'record_sweep', 'load_record', 'plot_record']
 
 # %% ../nbs/25_summary.ipynb #c1
 ALWAYS = ('method', 'seed', 'test_fold', 'n_cls', 'model', 'preset', 'epochs')   # config columns summary.csv always has
@@ -223,4 +223,109 @@ def plot_summary(runs: pd.DataFrame, title: str | None = None):
            title=title or 'sweep: mean ± std over seeds')
     ax.legend(fontsize='small', ncol=4, loc='upper center')
     fig.tight_layout()
+    return fig
+
+# %% ../nbs/25_summary.ipynb #rec-code
+RECORD_FILES = ('runs.csv', 'history.csv', 'predictions.csv', 'tsne.csv', 'record.json')
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda t: df.to_csv(t, index=False))
+
+
+def record_sweep(sweep_dir, out_dir, command: str | None = None) -> Path:
+    """The record of a sweep folder (`RECORD_FILES`, each written atomically): its runs, every epoch, each finished
+    run's test predictions and one t-SNE per group, without the checkpoints. Returns `out_dir`."""
+    import json, os, platform, time
+    import torch
+    from patchmix_nb import __version__
+    from patchmix_nb.embeddings import extract_embeddings, run_data, tsne
+    from patchmix_nb.hears import predict_rows
+    from patchmix_nb.inference import load_run
+    src, out = Path(sweep_dir), Path(out_dir)
+    runs = collect_runs(src)
+    ok = runs[runs.status == 'ok']
+    if ok.empty: raise ValueError(f"{src}: no finished run to record (collect_runs found {len(runs)})")
+    groups, tags = group_fields(runs), [*group_fields(runs), 'seed']
+    first = set(ok.sort_values('seed').groupby(groups, sort=False, dropna=False).head(1)['name'])
+    hist, preds, xy = [], [], []
+    for r in ok.to_dict('records'):
+        d, tag = Path(r['run']), {'name': r['name'], **{k: r[k] for k in tags}}
+        m = json.loads((d / 'metrics.json').read_text())
+        hist += [{**tag, 'epoch': h['epoch'], 'loss': h.get('loss'), 'val_score': (h.get('val') or {}).get('score'),
+                  'test_score': (h.get('test') or {}).get('score')} for h in m.get('history', [])]
+        cfg, model = load_run(d / 'best.pt')
+        data = run_data(cfg)
+        p = predict_rows((cfg, model), data, data.rows('test'))
+        preds.append(p[['row', 'stem', 'cycle', 'label', 'pred', 'p']].assign(**tag))
+        if r['name'] in first:
+            emb, frame = extract_embeddings((cfg, model), data, 'test')
+            t = tsne(emb, seed=0)
+            xy.append(frame[['row', 'label', 'class_name', 'device']].assign(x=t[:, 0], y=t[:, 1], **tag))
+    _write_csv(runs.drop(columns=['run', 'notebook', 'hash'], errors='ignore'), out / 'runs.csv')
+    _write_csv(pd.DataFrame(hist), out / 'history.csv')
+    _write_csv(pd.concat(preds, ignore_index=True), out / 'predictions.csv')
+    _write_csv(pd.concat(xy, ignore_index=True), out / 'tsne.csv')
+    meta = dict(sweep=src.name, command=command, recorded=time.strftime('%Y-%m-%d'), patchmix_nb=__version__,
+                torch=torch.__version__, machine=f"{platform.machine()}, {os.cpu_count()} cores",
+                runs=len(ok), groups=groups, seconds=float(ok['seconds'].fillna(0).sum()))
+    atomic_write(out / 'record.json', lambda t: t.write_text(json.dumps(meta, indent=1) + '\n'))
+    return out
+
+
+def load_record(path) -> dict:
+    "A record written by `record_sweep`: its tables by name ('runs', 'history', 'predictions', 'tsne') and 'meta'."
+    import json
+    path = Path(path)
+    if missing := [f for f in RECORD_FILES if not (path / f).is_file()]:
+        raise FileNotFoundError(f"{path}: not a sweep record (missing {', '.join(missing)}; written by record_sweep)")
+    rec = {f[:-4]: pd.read_csv(path / f) for f in RECORD_FILES if f.endswith('.csv')}
+    rec['meta'] = json.loads((path / 'record.json').read_text())
+    return rec
+
+# %% ../nbs/25_summary.ipynb #rec-plot
+def _group_label(keys, vals) -> str:
+    return ' '.join([str(vals[0])] + [f"{k}={v}" for k, v in zip(keys[1:], vals[1:])])
+
+
+def plot_record(rec: dict, names: tuple[str, ...] = ('normal', 'crackle', 'wheeze', 'both')):
+    "Figure of a `load_record` record: scores (mean ± std), curves, pooled confusion matrices and t-SNE per group."
+    import matplotlib.pyplot as plt
+    from patchmix_nb.embeddings import plot_embeddings
+    from patchmix_nb.metrics import confusion_matrix, plot_confusion
+    keys = rec['meta']['groups']
+    n = rec['runs'][rec['runs'].status == 'ok'].groupby(keys, sort=False, dropna=False).ngroups
+    fig = plt.figure(figsize=(3.3 * max(n, 2), 12.5), layout='constrained')
+    gs = fig.add_gridspec(4, n, height_ratios=[1, 1, 1.15, 1.25])
+    row = lambda i: [fig.add_subplot(gs[i, j]) for j in range(n)]   # noqa: E731
+    ax = fig.add_subplot(gs[0, :])
+    s = summarize_sweep(rec['runs'])
+    x, w = np.arange(len(s)), 0.26
+    for i, k in enumerate(('sp', 'se', 'score')):
+        ax.bar(x + (i - 1) * w, s[k], w, yerr=s[f"{k}_std"].fillna(0), capsize=3, label=('Sp', 'Se', 'Score')[i])
+    ax.set_xticks(x, s['group'], fontsize=8)
+    ax.set(ylabel='% (mean ± std over seeds)', ylim=(0, 100), title='test Sp, Se and Score at the selected epoch')
+    ax.legend(fontsize='small', ncols=3, loc='upper center')
+    axs = row(1)
+    for a, (vals, g) in zip(axs, rec['history'].groupby(keys, sort=False, dropna=False)):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        for col, c in (('val_score', 'C0'), ('test_score', 'C1')):
+            st = g.groupby('epoch')[col].agg(['mean', 'std'])
+            a.plot(st.index, st['mean'], c=c, marker='.', label=col.split('_')[0])
+            sd = st['std'].fillna(0)
+            a.fill_between(st.index, st['mean'] - sd, st['mean'] + sd, color=c, alpha=.2)
+        a.set(title=_group_label(keys, vals), xlabel='epoch')
+    for a in axs[1:]: a.sharey(axs[0])
+    axs[0].set_ylabel('Score (%)')
+    axs[0].legend(fontsize='small')
+    axs = row(2)
+    for a, (vals, g) in zip(axs, rec['predictions'].groupby(keys, sort=False, dropna=False)):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        plot_confusion(confusion_matrix(g['label'], g['pred'], len(names)), names, ax=a,
+                       title=f"{_group_label(keys, vals)}, {g['seed'].nunique()} seeds")
+    axs = row(3)
+    for a, (vals, g) in zip(axs, rec['tsne'].groupby(keys, sort=False, dropna=False)):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        title = f"{_group_label(keys, vals)}: f(x), seed {g['seed'].iloc[0]}"
+        plot_embeddings(g[['x', 'y']].to_numpy(), g, 'label', a, title)
     return fig

@@ -159,6 +159,11 @@ SPECS: dict[str, dict] = {
         description='the main table on a CPU: CE, Patch-Mix CE and Patch-Mix CL at the cpu-demo setting (ast-tiny '
                     'from scratch, synthetic set), 5 seeds; about 2 min a run on 2 cores',
         preset='cpu-demo', grid={'method': ['ce', 'patchmix_ce', 'patchmix_cl'], 'seed': SEEDS5}),
+    'cpu-padding': dict(
+        description="cpu-compare with the reference's repeat padding and with zero padding (the seam lesson of "
+                    '04_features), 5 seeds; about an hour on 2 cores',
+        preset='cpu-demo', grid={'method': ['ce', 'patchmix_ce', 'patchmix_cl'], 'pad': ['repeat', 'zero'],
+                                 'seed': SEEDS5}),
 }
 
 SPEC_KEYS = {'description', 'preset', 'grid', 'set', 'evaluate'}

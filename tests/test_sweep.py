@@ -296,3 +296,28 @@ def test_notebook_parameters_are_the_config_fields(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as e:
         notebook(tmp_path, config=str(tmp_path / 'r' / 'config.json'), lr=1e-3, dry_run=True)
     assert 'give no other field' in str(e.value) and "['lr']" in str(e.value)
+
+
+def test_record_of_a_sweep(local_sweep, cli, tmp_path):
+    # 25_summary: a sweep's record shows it without the checkpoints; each run's Score recomputed from its recorded
+    # test predictions is the Score its training reported
+    from patchmix_nb.metrics import icbhi_score
+    from patchmix_nb.summary import RECORD_FILES, load_record, plot_record
+    out, _ = local_sweep
+    rc, stdout, _ = cli('sweep', '--status', out, '--record', tmp_path / 'rec')
+    assert rc == 0 and f"record of {out}: {tmp_path / 'rec'}" in stdout
+    assert sorted(p.name for p in (tmp_path / 'rec').iterdir()) == sorted(RECORD_FILES)   # no temp file left behind
+    rec = load_record(tmp_path / 'rec')
+    runs = rec['runs'].set_index('name')
+    assert sorted(runs.index) == ['ce_seed0', 'ce_seed1', 'patchmix_cl_seed0', 'patchmix_cl_seed1']
+    for name, g in rec['predictions'].groupby('name'):
+        assert icbhi_score(g['label'], g['pred'])['score'] == pytest.approx(runs.score[name], abs=1e-6)
+    assert set(rec['predictions'].name) == set(runs.index)
+    assert rec['history'].groupby('name').epoch.max().eq(1).all()               # one epoch each
+    assert sorted(rec['tsne'].method.unique()) == ['ce', 'patchmix_cl'] and set(rec['tsne'].seed) == {0}
+    assert rec['meta']['command'] == f"patchmix sweep --status {out} --record {tmp_path / 'rec'}"
+    assert rec['meta']['groups'] == ['method'] and rec['meta']['runs'] == 4
+    fig = plot_record(rec)
+    assert len([a for a in fig.axes if a.get_title()]) >= 1 + 3 * 2                # scores, then 3 panels per method
+    with pytest.raises(FileNotFoundError, match='not a sweep record'):
+        load_record(out)

@@ -255,14 +255,17 @@ def test_flags(settings: Path = ROOT / 'settings.ini') -> set[str]:
     return set(cfg.get('DEFAULT', 'tst_flags', fallback='notest').split())
 
 
-def execute(path: Path, timeout: int = 600, kernel: str = 'python3', skip: set[str] = frozenset()):
-    "Run a notebook in its own folder with the inline matplotlib backend (cells flagged with `skip` are shown, not run)."
+def execute(path: Path, timeout: int = 600, kernel: str = 'python3', skip: set[str] = frozenset(),
+            threads: int | None = None):
+    """Run a notebook in its own folder with the inline matplotlib backend (cells flagged with `skip` are shown, not
+    run); `threads`: the kernel's torch/OpenMP threads (notebooks run side by side share the cores)."""
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
     skipped = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == 'code' and set(directives(c.source)) & skip}
     for i in skipped: nb.cells[i].source = ''
     NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={'metadata': {'path': str(path.parent)}}).execute(
-        env=dict(os.environ, MPLBACKEND=INLINE))  # figures become image/png outputs
+        env=dict(os.environ, MPLBACKEND=INLINE,   # figures become image/png outputs
+                 **({'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)} if threads else {})))
     for i, src in skipped.items(): nb.cells[i].source = src
     return nb
 
@@ -337,6 +340,9 @@ def render(nb, name: str, title: str, rows: list[dict], names: set[str], mathjax
                   if m[1] in names and m[1] != name else m[0], body)
 
 
+FIRST = ('19_train',)   # started first when notebooks run side by side (--jobs): others wait for what it trains
+
+
 def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int = 600, nbs: Path = NBS,
           log=print, all_cells: bool = False) -> dict:
     "Execute and render the index and the notebooks of its table (or `only` those) into `out`; returns the manifest."
@@ -347,6 +353,9 @@ def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int 
         unknown = sorted(set(only) - names - {'index'})
         if unknown: raise SystemExit(f'{index}: no notebook {unknown} in its table; known: {", ".join(sorted(names))}')
     todo = [r['name'] for r in rows if not only or r['name'] in only]
+    todo.sort(key=lambda n: n not in FIRST)      # the course model's trainer first: 20-22 wait for its model
+    threads = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
+                  // max(1, jobs)) if jobs > 1 else None
     out.mkdir(parents=True, exist_ok=True)
     title = nbformat.read(index, as_version=4).cells[0].source.lstrip('# ').splitlines()[0]
     mpath = out / 'manifest.json'
@@ -358,7 +367,7 @@ def build(out: Path, only: list[str] | None = None, jobs: int = 1, timeout: int 
     def one(name: str) -> tuple[str, dict]:
         t0 = time.perf_counter()
         src = nbs / f'{name}.ipynb'
-        nb = execute(src, timeout, skip=skip) if name != 'index' else nbformat.read(src, as_version=4)
+        nb = execute(src, timeout, skip=skip, threads=threads) if name != 'index' else nbformat.read(src, as_version=4)
         secs = time.perf_counter() - t0
         figs = n_figures(nb)
         hidden = [c.source for c in nb.cells if 'hide' in directives(c.source)]
