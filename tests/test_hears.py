@@ -208,3 +208,37 @@ def test_diagnosis_run_embeddings_and_predictions_name_its_classes(dx_run):
     lung = load_data(replace(cfg, class_split='lungsound', n_cls=4))   # the same cycles, labelled by lung sound
     with pytest.raises(ValueError, match='predicts 3 classes'):
         predict_rows(model, lung, lung.rows('test'))
+
+
+def test_error_table_counts_and_orders_by_hand(tmp_path):
+    # 22_hears' batch view: errors per recording and per patient, most errors first, then the most confident
+    from types import SimpleNamespace
+    from patchmix_nb.hears import domain_note, error_table
+    from patchmix_nb.synthetic import MARKER
+    cyc = pd.DataFrame({'stem': ['a', 'a', 'a', 'b', 'b', 'c'], 'patient': [1, 1, 1, 2, 2, 2],
+                        'device': ['D1', 'D1', 'D1', 'D2', 'D2', 'D3']})
+    data = SimpleNamespace(frame=lambda rows: cyc.iloc[np.asarray(rows)].reset_index(drop=True), data_dir=tmp_path)
+    pred = pd.DataFrame({'row': range(6), 'stem': cyc.stem, 'correct': [False, False, True, False, True, True],
+                         'p': [.9, .6, .8, .7, .5, .99],
+                         'true_name': ['crackle', 'wheeze', 'normal', 'crackle', 'normal', 'normal'],
+                         'pred_name': ['normal', 'normal', 'normal', 'wheeze', 'normal', 'normal']})
+    t = error_table(pred, data, 'stem')
+    assert t.index.tolist() == ['a', 'b', 'c']
+    assert t.cycles.tolist() == [3, 2, 1] and t.errors.tolist() == [2, 1, 0]
+    assert t.error_rate.tolist() == [0.667, 0.5, 0.0] and t.p_wrong.tolist()[:2] == [0.75, 0.7]
+    assert t.p_wrong_max.tolist()[:2] == [0.9, 0.7] and np.isnan(t.p_wrong['c'])
+    assert t.most_common_error['b'] == 'crackle → wheeze' and t.devices.tolist() == ['D1', 'D2', 'D3']
+    by_patient = error_table(pred, data, 'patient')
+    assert by_patient.errors.to_dict() == {1: 2, 2: 1} and by_patient.devices[2] == 'D2, D3'
+    tie = pred.assign(correct=[False, True, True, False, True, True])                # one error each: surer first
+    assert error_table(tie, data).index.tolist()[:2] == ['a', 'b']
+    assert error_table(tie.assign(p=[.6, .8, .8, .9, .5, .99]), data).index.tolist()[:2] == ['b', 'a']
+    with pytest.raises(ValueError, match="by must be 'stem' or 'patient'"): error_table(pred, data, 'device')
+    # the domain shift is named when a synthetic-trained run is shown other recordings, and only then
+    syn = tmp_path / 'syn'
+    syn.mkdir()
+    (syn / MARKER).write_text('{}')
+    assert domain_note(make_config('smoke'), data).startswith('domain shift: this model was trained on the synthetic')
+    assert domain_note(make_config('smoke'), SimpleNamespace(data_dir=syn)) is None
+    assert domain_note(make_config('smoke', data_dir=str(tmp_path)), data) is None          # trained on these
+    assert domain_note(None, data) is None
