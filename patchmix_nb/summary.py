@@ -18,11 +18,12 @@ from .runs import ASK, RunFolder, queue_snapshot
 
 # %% auto #0
 __all__ = ['ALWAYS', 'METRICS', 'RUN_COLUMNS', 'NOTEBOOK_OF', 'PAPER_SETTING', 'PUBLISHED', 'RECORD_FILES',
-           'collect_runs', 'backbone_of', 'published_for', 'pooled_fields', 'group_fields', 'summarize_sweep',
-           'summary_markdown', 'write_summary', 'plot_summary', 'record_sweep', 'load_record', 'plot_record']
+           'collect_runs', 'backbone_of', 'generated_data', 'published_for', 'pooled_fields', 'group_fields',
+           'summarize_sweep', 'summary_markdown', 'write_summary', 'plot_summary', 'record_sweep',
+           'load_record', 'plot_record']
 
 # %% ../nbs/25_summary.ipynb #c1
-ALWAYS = ('method', 'seed', 'test_fold', 'n_cls', 'model', 'preset', 'epochs')   # config columns summary.csv always has
+ALWAYS = ('method', 'seed', 'test_fold', 'n_cls', 'model', 'preset', 'epochs', 'data_dir')   # summary.csv always has
 METRICS = ('sp', 'se', 'score', 'val_score', 'epoch', 'upstream_sp', 'upstream_se', 'upstream_score', 'upstream_epoch',
            'transfer', 'transfer_sp', 'transfer_se', 'transfer_score', 'transfer_spr_score')
 RUN_COLUMNS = ('seconds', 'threads', 'gpus', 'job_id', 'error', 'notebook', 'run', 'hash')
@@ -109,9 +110,19 @@ def backbone_of(model) -> str | None:
     return 'beats' if m.startswith('beats') else 'ast' if m.startswith('ast') else None
 
 
+def generated_data(data_dir) -> bool:
+    "A run's data is generated, not recorded: the embedded synthetic set (no data_dir) or a folder with its marker."
+    from patchmix_nb.sprsound import SPR_MARKER
+    from patchmix_nb.synthetic import MARKER
+    if data_dir is None or (isinstance(data_dir, float) and math.isnan(data_dir)): return True
+    return any((Path(data_dir) / m).is_file() for m in (MARKER, SPR_MARKER))
+
+
 def published_for(method, rows: pd.DataFrame) -> pd.DataFrame:
     """The published figures beside a group of runs: those of its method on its backbone family (runs without a
-    model column: the Config default, AST), where the group has the paper's setting (4 classes, official split, ...)."""
+    model column: the Config default, AST), where the group has the paper's setting (4 classes, official split, ...)
+    on recorded data (runs without a data_dir column are taken as ICBHI's; a synthetic set never is)."""
+    if 'data_dir' in rows and any(generated_data(d) for d in rows['data_dir']): return PUBLISHED[:0]
     for k, v in PAPER_SETTING.items():
         if k in rows and not rows[k].isna().all() and not (rows[k].astype(str) == str(v)).all(): return PUBLISHED[:0]
     fam = {backbone_of(m) for m in rows['model'].dropna()} if 'model' in rows else {'ast'}
