@@ -268,10 +268,10 @@ def record_sweep(sweep_dir, out_dir, command: str | None = None) -> Path:
         cfg, model = load_run(d / 'best.pt')
         data = run_data(cfg)
         p = predict_rows((cfg, model), data, data.rows('test'))
-        preds.append(p[['row', 'stem', 'cycle', 'label', 'pred', 'p']].assign(**tag))
+        preds.append(p[['row', 'label', 'pred']].assign(**tag))         # the row names the cycle in the cache
         if r['name'] in first:
             emb, frame = extract_embeddings((cfg, model), data, 'test')
-            t = tsne(emb, seed=0)
+            t = tsne(emb, seed=0).round(2)
             xy.append(frame[['row', 'label', 'class_name', 'device']].assign(x=t[:, 0], y=t[:, 1], **tag))
     _write_csv(runs.drop(columns=['run', 'notebook', 'hash'], errors='ignore'), out / 'runs.csv')
     _write_csv(pd.DataFrame(hist), out / 'history.csv')

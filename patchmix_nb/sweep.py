@@ -161,7 +161,7 @@ SPECS: dict[str, dict] = {
         preset='cpu-demo', grid={'method': ['ce', 'patchmix_ce', 'patchmix_cl'], 'seed': SEEDS5}),
     'cpu-padding': dict(
         description="cpu-compare with the reference's repeat padding and with zero padding (the seam lesson of "
-                    '04_features), 5 seeds; about an hour on 2 cores',
+                    '04_features), 5 seeds; about 1.5 h on 2 cores, two runs at a time',
         preset='cpu-demo', grid={'method': ['ce', 'patchmix_ce', 'patchmix_cl'], 'pad': ['repeat', 'zero'],
                                  'seed': SEEDS5}),
 }
