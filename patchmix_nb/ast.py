@@ -20,10 +20,10 @@ from timm.models.vision_transformer import Block
 
 # %% auto #0
 __all__ = ['AST_CONFIGS', 'MixFn', 'PosMode', 'TRANSLATORS', 'token_grid', 'plot_token_grid', 'ast_config',
-           'PatchEmbed', 'apply_mix', 'AST', 'ASTHead', 'adapt_pos_embed', 'coordinate_pos_embed',
-           'plot_pos_embed_maps', 'CheckpointError', 'translate_deit', 'translate_ast', 'translate_hf',
-           'detect_format', 'LoadReport', 'read_state_dict', 'load_pretrained', 'TimmBackbone',
-           'create_backbone']
+           'PatchEmbed', 'apply_mix', 'padded_frames', 'AST', 'ASTHead', 'adapt_pos_embed',
+           'coordinate_pos_embed', 'plot_pos_embed_maps', 'CheckpointError', 'translate_deit',
+           'translate_ast', 'translate_hf', 'detect_format', 'LoadReport', 'read_state_dict',
+           'load_pretrained', 'TimmBackbone', 'create_backbone']
 
 # %% ../nbs/08_ast.ipynb #89535c22
 def token_grid(n_frames: int = 798, n_mels: int = 128, patch_size: int = 16,
@@ -117,15 +117,21 @@ def apply_mix(tokens: torch.Tensor, mix: MixFn | None) -> tuple[torch.Tensor, tu
                          f"(or a tuple starting with them); got {getattr(mixed, 'shape', type(mixed))}")
     return mixed, info
 
+
+def padded_frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, F) -> (B, T) bool: the frames that hold nothing, every mel bin at one value. Zero padding gives each
+    bin the log floor; a time mask of SpecAugment (one fill value) is as empty and counts too."""
+    return x[:, 0].amax(-1) == x[:, 0].amin(-1)
+
 class AST(nn.Module):
     "Audio Spectrogram Transformer on timm Blocks: (B, 1, n_frames, n_mels) -> (B, embed_dim) = (cls + dist) / 2."
     def __init__(self, n_frames: int = 798, n_mels: int = 128, embed_dim: int = 768, depth: int = 12,
                  num_heads: int = 12, mlp_ratio: float = 4.0, patch_size: int = 16,
                  stride: tuple[int, int] = (10, 10), qkv_bias: bool = True, norm_eps: float = 1e-6,
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, pool: str = 'cls'):
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, pool: str = 'cls', mask_padding: bool = False):
         super().__init__()
         if pool not in ('cls', 'mean'): raise ValueError(f"pool must be 'cls' (the paper's) or 'mean', got {pool!r}")
-        self.pool = pool
+        self.pool, self.mask_padding = pool, mask_padding
         self.n_frames, self.n_mels, self.patch_size, self.stride = n_frames, n_mels, patch_size, tuple(stride)
         self.grid = token_grid(n_frames, n_mels, patch_size, self.stride)      # (n_freq, n_time)
         self.num_patches = self.grid[0] * self.grid[1]
@@ -162,23 +168,43 @@ class AST(nn.Module):
         x = self.patch_embed(x.transpose(2, 3))        # (B, D, n_freq, n_time)
         return x.flatten(2).transpose(1, 2)            # (B, N, D)
 
-    def forward_features(self, x: torch.Tensor, mix: MixFn | None = None) -> tuple[torch.Tensor, tuple]:
-        "All final-normed tokens (B, 2 + N, D) and the `info` returned by `mix` (() if none)."
-        tokens, info = apply_mix(self.patchify(x), mix)   # (B, N, D), mixed if `mix`
+    def token_keep(self, x: torch.Tensor) -> torch.Tensor:
+        "(B, N) bool: False for a patch whose frames are all padding (`padded_frames`), True otherwise."
+        keep_t = F.max_pool1d((~padded_frames(x)).float()[:, None], self.patch_size, self.stride[1])[:, 0] > 0
+        return keep_t[:, None, :].expand(-1, self.grid[0], -1).reshape(len(x), -1)   # (B, n_time) -> (B, N)
+
+    def _encode(self, x: torch.Tensor, mix: MixFn | None) -> tuple[torch.Tensor, tuple, torch.Tensor | None]:
+        "(final-normed tokens (B, 2 + N, D), mix info, kept patch tokens (B, N) bool or None without mask_padding)."
+        tokens = self.patchify(x)                                          # (B, N, D)
+        if self.mask_padding:                         # a patch's keep flag rides along through the mix, as channel D
+            tokens = torch.cat([tokens, self.token_keep(x)[..., None].to(tokens.dtype)], -1)
+        tokens, info = apply_mix(tokens, mix)                              # mixed if `mix`
+        kept = mask = None
+        if self.mask_padding:
+            tokens, kept = tokens[..., :-1], tokens[..., -1] > 0.5
+            mask = F.pad(kept, (2, 0), value=True)[:, None, None, :]       # (B, 1, 1, 2 + N): cls, dist always
         B = tokens.shape[0]
         special = torch.cat([self.cls_token, self.dist_token], dim=1).expand(B, -1, -1)   # (B, 2, D)
         h = self.pos_drop(torch.cat([special, tokens], dim=1) + self.pos_embed)         # (B, 2 + N, D)
-        h = self.norm(self.blocks(h))
-        return h, info
+        for blk in self.blocks: h = blk(h, attn_mask=mask)
+        return self.norm(h), info, kept
+
+    def forward_features(self, x: torch.Tensor, mix: MixFn | None = None) -> tuple[torch.Tensor, tuple]:
+        """All final-normed tokens (B, 2 + N, D) and the `info` returned by `mix` (() if none). With `mask_padding`,
+        no token attends to a token of padding."""
+        return self._encode(x, mix)[:2]
 
     def forward(self, x: torch.Tensor, mix: MixFn | None = None):
         "Pooled features z = (cls + dist) / 2 (or the patch tokens' mean, pool='mean'), (B, D); with `mix`, (z, info)."
-        h, info = self.forward_features(x, mix)
-        z = (h[:, 0] + h[:, 1]) / 2 if self.pool == 'cls' else h[:, 2:].mean(1)
+        h, info, kept = self._encode(x, mix)
+        if self.pool == 'cls': z = (h[:, 0] + h[:, 1]) / 2
+        elif kept is None: z = h[:, 2:].mean(1)
+        else: z = (h[:, 2:] * kept[..., None]).sum(1) / kept.sum(1, keepdim=True).clamp(min=1)   # mean of kept tokens
         return z if mix is None else (z, info)
 
     def extra_repr(self) -> str:
-        return f"input=({self.n_frames} frames, {self.n_mels} mel), grid={self.grid}, tokens={self.num_patches + 2}"
+        return (f"input=({self.n_frames} frames, {self.n_mels} mel), grid={self.grid}, tokens={self.num_patches + 2}"
+                + (', mask_padding' if self.mask_padding else ''))
 
 # %% ../nbs/08_ast.ipynb #02f1944c
 class ASTHead(nn.Sequential):

@@ -147,6 +147,8 @@ def _where_to_run(p) -> None:
     c.add_argument('--status', metavar='DIR', help='state of a sweep folder (done / running / failed / queued); exit')
     c.add_argument('--record', metavar='OUT', help='write the record of the sweep folder (with --status: of DIR) '
                    'to OUT: runs, curves, test predictions, t-SNE, without the checkpoints (25_summary)')
+    c.add_argument('--merge-records', nargs='+', metavar='RECORD', help='with --record OUT: merge these records (a '
+                   'spec run in parts) into OUT and exit')
     c.add_argument('--interval', type=float, default=30., help='seconds between progress lines (default 30)')
 
 
@@ -389,6 +391,7 @@ def _sweep_report(a, runs) -> int:
     if not a.wait: return 0
     mine = runs[runs.name.isin(runs.attrs.get('planned', runs.name))]
     bad = mine[mine.status != 'ok']
+    if a.record and len(bad) < len(mine): print(f"record of {a.out}: {_record(a, a.out)}")   # of the finished runs
     if len(bad):
         print(f"patchmix sweep: {len(bad)} of {len(mine)} run(s) did not finish: "
               + ', '.join(f"{n} ({s})" for n, s in zip(bad.name, bad.status)), file=sys.stderr)
@@ -405,6 +408,12 @@ def cmd_sweep(a) -> int:
     from patchmix_nb.sweep import list_specs, sweep, sweep_status
     if a.list_specs:
         print(list_specs().to_string(index=False))
+        return 0
+    if a.merge_records:
+        from patchmix_nb.summary import merge_records
+        if not a.record: raise ValueError("--merge-records needs --record OUT (where the merged record goes)")
+        out = merge_records(a.merge_records, a.record, command=' '.join(['patchmix', *map(str, a.argv)]))
+        print(f"record of {len(a.merge_records)} records: {out}")
         return 0
     if a.status:
         runs, line = sweep_status(a.status)

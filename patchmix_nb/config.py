@@ -12,8 +12,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['METHODS', 'SPECAUG', 'PRECISIONS', 'POS_EMBED_MODES', 'TARGET_TYPES', 'N_CLS', 'CLASS_SPLITS', 'DATASETS',
            'SPR_N_CLS', 'SPR_TEST_FOLDS', 'FIELDS', 'RUN_FREE', 'RESUME_FREE', 'PRESETS', 'CHOICES', 'Config',
-           'show_value', 'make_config', 'check_config', 'as_config', 'config_hash', 'config_diff', 'field_of',
-           'parse_as', 'parse_value']
+           'show_value', 'make_config', 'check_config', 'wave_pad', 'as_config', 'config_hash', 'config_diff',
+           'field_of', 'parse_as', 'parse_value']
 
 # %% ../nbs/14_config.ipynb #cfg5
 METHODS = ('ce', 'patchmix_ce', 'patchmix_cl', 'mixup', 'cutmix')
@@ -53,7 +53,8 @@ class Config:
                            '3 = healthy/chronic/non-chronic, 2 = healthy/unhealthy; SPRSound: 7 = task 1-2, 2 = task '
                            '1-1, 4 = ICBHI\'s classes; None = the task\'s default (4, 3; SPRSound 7)')
     duration: float = _f(8.0, 'seconds per cycle clip (the paper: 8 s -> 798 frames)')
-    pad: str = _f('repeat', "'repeat' (the paper) or 'zero' padding of short cycles")
+    pad: str = _f('repeat', "short cycles: 'repeat' (the paper), 'zero', or 'mask' (zero padding left out of AST's "
+                  "attention)")
     # model
     model: str = _f('ast-tiny', 'ast-base | ast-small | ast-tiny | beats | beats-tiny | a timm CNN (resnet18, ...)')
     pretrained: str | None = _f(None, 'local checkpoint: timm DeiT, official AST AudioSet or Hugging Face AST; '
@@ -199,7 +200,7 @@ def _one_of(cfg: Config, name: str, allowed) -> None:
 
 CHOICES = {'method': METHODS, 'specaug': SPECAUG, 'pool': ('cls', 'mean'), 'norm': ('audioset', 'dataset'),
            'precision': PRECISIONS, 'class_split': CLASS_SPLITS, 'pos_embed_mode': POS_EMBED_MODES,
-           'target_type': TARGET_TYPES, 'negative_pair': ('all', 'diff_label'), 'pad': ('repeat', 'zero'),
+           'target_type': TARGET_TYPES, 'negative_pair': ('all', 'diff_label'), 'pad': ('repeat', 'zero', 'mask'),
            'mix_mode': ('random', 'time'), 'dataset': DATASETS,
            'track': (None, 'mlflow')}
 
@@ -224,6 +225,8 @@ def check_config(cfg: Config) -> Config:
               f"test_fold must be 'official', 'official-disjoint' or 0..4, got {cfg.test_fold!r}")
     _need(cfg.method in ('ce', 'mixup', 'cutmix') or cfg.model.startswith(('ast', 'beats')),
           f"method {cfg.method!r} mixes patch tokens and needs an AST backbone (or BEATs), got model {cfg.model!r}")
+    _need(cfg.pad != 'mask' or cfg.model.startswith('ast'),
+          f"pad 'mask' leaves the padding out of AST's attention and needs an AST model, got model {cfg.model!r}")
     _need(cfg.device in ('auto', 'cpu', 'cuda') or cfg.device.startswith('cuda:'),
           f"device must be auto, cpu or cuda, got {cfg.device!r}")
     _need(cfg.epochs >= 1 and cfg.batch_size >= 2,
@@ -249,6 +252,11 @@ def check_config(cfg: Config) -> Config:
     if cfg.pretrained is not None:
         _need(Path(cfg.pretrained).exists(), f"{cfg.pretrained}: pretrained checkpoint not found")
     return cfg
+
+
+def wave_pad(cfg: Config) -> str:
+    "How a short cycle's waveform is padded: as `cfg.pad` says, 'mask' being zero padding that the model then ignores."
+    return 'zero' if cfg.pad == 'mask' else cfg.pad
 
 # %% ../nbs/14_config.ipynb #cfg22
 def as_config(cfg: Config | dict) -> Config:

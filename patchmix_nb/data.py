@@ -22,7 +22,7 @@ from .features import SAMPLE_RATE, build_cache, n_frames
 from .beats import BEATS_FEATURES
 from .synthetic import ensure_synthetic
 from . import sprsound as spr
-from .config import Config, check_config
+from .config import Config, check_config, wave_pad
 from .devices import rank, world_size
 
 # %% auto #0
@@ -255,7 +255,7 @@ def load_data(cfg: Config, progress: bool = False) -> Data:
     if len(index.cycles) == 0:
         raise ValueError(f"{data_dir}: no usable cycles. {index.summary()}")
     cache_dir = spr.guard_sprsound(cache_root(cfg), 'cache')                # never inside a dataset folder
-    cache = build_cache(index, cache_dir, duration=cfg.duration, pad=cfg.pad, progress=progress,
+    cache = build_cache(index, cache_dir, duration=cfg.duration, pad=wave_pad(cfg), progress=progress,
                         missing='skip' if cfg.skip_bad else 'error', features=input_features(cfg))
     split = source.split(index, cfg)
     task = Task.of(cfg)

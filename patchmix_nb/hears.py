@@ -29,21 +29,24 @@ __all__ = ['attention_weights', 'record_attention', 'attention_rollout', 'rollou
            'seam_share', 'error_table', 'plot_errors', 'domain_note', 'HearsBrowser']
 
 # %% ../nbs/22_hears.ipynb #89629336
-def attention_weights(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    "softmax(q kᵀ / √d) (B, H, N, N) of a timm `Attention` for its input x (B, N, D), recomputed from its qkv layer."
+def attention_weights(attn: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q kᵀ / √d) (B, H, N, N) of a timm `Attention` for its input x (B, N, D), recomputed from its qkv layer;
+    keys where the boolean `attn_mask` (B, 1, 1, N) is False get no weight, as in the forward pass."""
     B, N, _ = x.shape
     H = attn.num_heads
     qkv = attn.qkv(x).reshape(B, N, 3, H, -1).permute(2, 0, 3, 1, 4)     # (3, B, H, N, d)
     q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
-    return (q * attn.scale @ k.transpose(-2, -1)).float().softmax(dim=-1)   # (B, H, N, N)
+    s = (q * attn.scale @ k.transpose(-2, -1)).float()                    # (B, H, N, N)
+    if attn_mask is not None: s = s.masked_fill(~attn_mask, float('-inf'))
+    return s.softmax(dim=-1)
 
 @contextmanager
 def record_attention(model: AST):
     "Within the block, every forward of `model` appends each block's attention (B, H, N, N) to the yielded list."
     maps: list[torch.Tensor] = []
-    def hook(module, args, output):
-        with torch.no_grad(): maps.append(attention_weights(module, args[0]).detach())
-    handles = [blk.attn.register_forward_hook(hook) for blk in model.blocks]
+    def hook(module, args, kwargs, output):
+        with torch.no_grad(): maps.append(attention_weights(module, args[0], kwargs.get('attn_mask')).detach())
+    handles = [blk.attn.register_forward_hook(hook, with_kwargs=True) for blk in model.blocks]
     try: yield maps
     finally:
         for h in handles: h.remove()

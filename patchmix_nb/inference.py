@@ -19,7 +19,7 @@ from .dataset import holds_icbhi
 from .features import fbank
 from . import sprsound as spr
 from .metrics import confusion_matrix, per_group_scores
-from .config import Config, check_config
+from .config import Config, check_config, wave_pad
 from .devices import resolve_device
 from .data import SOURCES, EventTask, Task, eval_loader, input_features, load_data, n_frames_for
 from .model import PatchMixModel, build_model
@@ -83,7 +83,7 @@ def predict_recording(ckpt, wav, txt=None, device: str = 'cpu', dataset: str | N
     if txt is None:
         n = max(1, math.ceil(info.duration / cfg.duration - 1e-9))
         cycles = [Cycle(i * cfg.duration, min((i + 1) * cfg.duration, info.duration), 0, 0) for i in range(n)]
-    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)   # (n, 1, T, 128)
+    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=wave_pad(cfg))).unsqueeze(1)  # (n, 1, T, F)
     with torch.no_grad():
         logits = torch.cat([model.logits(b.to(model.device)).cpu() for b in x.split(32)])
     probs = logits.softmax(1).numpy()
@@ -132,7 +132,7 @@ def _predict_events(cfg: Config, model, task, wav, js) -> pd.DataFrame:
                                     f"{Path(wav).name})", js, e.key)
     if not ann.events: raise spr.SPRSoundError('no events to predict (a Poor Quality record?)', js)
     cycles = [Cycle(e.start, e.end, 0, 0) for e in ann.events]
-    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=cfg.pad)).unsqueeze(1)
+    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=wave_pad(cfg))).unsqueeze(1)
     with torch.no_grad():
         probs = torch.cat([model.logits(b.to(model.device)).cpu() for b in x.split(32)]).softmax(1).numpy()
     types = [e.type for e in ann.events]

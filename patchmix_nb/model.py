@@ -144,7 +144,8 @@ def _backbone(cfg: Config, n_frames: int, verbose: bool = False) -> nn.Module:
         backbone = load_beats(cfg.pretrained, n_frames=n_frames, n_mels=128)
         if verbose: print(backbone.load_report)
         return backbone
-    ast_kw = dict(pool=cfg.pool, stride=(cfg.patch_stride,) * 2) if cfg.model.startswith('ast') else {}
+    ast_kw = (dict(pool=cfg.pool, stride=(cfg.patch_stride,) * 2, mask_padding=cfg.pad == 'mask')
+              if cfg.model.startswith('ast') else {})
     backbone = create_backbone(cfg.model, n_frames=n_frames, n_mels=128, **ast_kw)
     if cfg.pretrained:
         report = load_pretrained(backbone, cfg.pretrained, pos_embed_mode=cfg.pos_embed_mode)

@@ -20,7 +20,7 @@ from .runs import ASK, RunFolder, queue_snapshot
 __all__ = ['ALWAYS', 'METRICS', 'RUN_COLUMNS', 'NOTEBOOK_OF', 'PAPER_SETTING', 'PUBLISHED', 'RECORD_FILES',
            'collect_runs', 'backbone_of', 'generated_data', 'published_for', 'pooled_fields', 'group_fields',
            'summarize_sweep', 'summary_markdown', 'write_summary', 'plot_summary', 'record_sweep',
-           'load_record', 'plot_record']
+           'load_record', 'merge_records', 'plot_record']
 
 # %% ../nbs/25_summary.ipynb #c1
 ALWAYS = ('method', 'seed', 'test_fold', 'n_cls', 'model', 'preset', 'epochs', 'data_dir')   # summary.csv always has
@@ -224,12 +224,13 @@ def plot_summary(runs: pd.DataFrame, title: str | None = None):
     "Bars of Sp/Se/Score per group (mean ± std over seeds) with the first published Score as a black marker."
     import matplotlib.pyplot as plt
     s = summarize_sweep(runs).dropna(subset=['score'])
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(s), 3))
+    fig, ax = plt.subplots(figsize=(min(12, 1.8 + 1.6 * len(s)), 3))
     x, w = np.arange(len(s)), 0.26
     for i, k in enumerate(('sp', 'se', 'score')):
         ax.bar(x + (i - 1) * w, s[k], w, yerr=s[f"{k}_std"].fillna(0), capsize=3,
                label=k.capitalize() if k != 'sp' else 'Sp')
-    ax.scatter(x + w, s['published_score'], color='k', marker='_', s=300, zorder=3, label='published Score')
+    if s['published_score'].notna().any():
+        ax.scatter(x + w, s['published_score'], color='k', marker='_', s=300, zorder=3, label='published Score')
     ax.set(xticks=x, xticklabels=[g.replace(' ', '\n') for g in s['group']], ylabel='%', ylim=(0, 100),
            title=title or 'sweep: mean ± std over seeds')
     ax.legend(fontsize='small', ncol=4, loc='upper center')
@@ -277,11 +278,17 @@ def record_sweep(sweep_dir, out_dir, command: str | None = None) -> Path:
     _write_csv(pd.DataFrame(hist), out / 'history.csv')
     _write_csv(pd.concat(preds, ignore_index=True), out / 'predictions.csv')
     _write_csv(pd.concat(xy, ignore_index=True), out / 'tsne.csv')
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in runs.columns and k not in RUN_FREE}
     meta = dict(sweep=src.name, command=command, recorded=time.strftime('%Y-%m-%d'), patchmix_nb=__version__,
                 torch=torch.__version__, machine=f"{platform.machine()}, {os.cpu_count()} cores",
-                runs=len(ok), groups=groups, seconds=float(ok['seconds'].fillna(0).sum()))
-    atomic_write(out / 'record.json', lambda t: t.write_text(json.dumps(meta, indent=1) + '\n'))
+                runs=len(ok), groups=groups, seconds=float(ok['seconds'].fillna(0).sum()), settings=settings)
+    _write_meta(out, meta)
     return out
+
+
+def _write_meta(out: Path, meta: dict) -> None:
+    import json
+    atomic_write(out / 'record.json', lambda t: t.write_text(json.dumps(meta, indent=1) + '\n'))
 
 
 def load_record(path) -> dict:
@@ -294,17 +301,63 @@ def load_record(path) -> dict:
     rec['meta'] = json.loads((path / 'record.json').read_text())
     return rec
 
+
+def merge_records(paths, out_dir, command: str | None = None) -> Path:
+    """One record of several (a spec run in parts, at different times or places): their tables stacked, ordered by
+    method. A field that one record holds as a column and another only as a setting of all its runs (its
+    `record.json` `settings`) is filled in from that setting; a run (group and seed) in two records is an error."""
+    import time
+    recs = [load_record(p) for p in paths]
+    if len(recs) < 2: raise ValueError(f"merge_records takes two or more records, got {len(recs)}")
+    sets = [r['meta'].get('settings', {}) for r in recs]
+    fields = {c for r in recs for c in r['runs'].columns if c in FIELDS and c not in RUN_FREE}
+    fields |= {k for s in sets for k in s if len({str(t[k]) for t in sets if k in t}) > 1}   # settings that differ
+    for p, r in zip(paths, recs):
+        fill = {}
+        for c in sorted(fields - set(r['runs'].columns)):
+            if c not in r['meta'].get('settings', {}):
+                raise ValueError(f"{p}: its runs.csv has no {c!r} column and its record.json no {c!r} setting; the "
+                                 f"other records vary {c!r}, so its runs cannot be placed")
+            fill[c] = r['meta']['settings'][c]
+        for k in ('runs', 'history', 'predictions', 'tsne'):
+            r[k] = r[k].assign(**{c: v for c, v in fill.items() if c not in r[k].columns})
+    runs = pd.concat([r['runs'] for r in recs], ignore_index=True)
+    groups = group_fields(runs)
+    if (dup := runs[runs.duplicated([*groups, 'seed'], keep=False)]).size:
+        raise ValueError(f"a run is in two records: {', '.join(dup['name'].astype(str).unique()[:5])}")
+    order = {m: i for i, m in enumerate(runs['method'].unique())}     # methods in order of first appearance
+    out = Path(out_dir)
+    for k in ('runs', 'history', 'predictions', 'tsne'):
+        t = pd.concat([r[k] for r in recs], ignore_index=True)
+        _write_csv(t.sort_values('method', key=lambda s: s.map(order), kind='stable'), out / f"{k}.csv")
+    metas = [r['meta'] for r in recs]
+    common = {k: v for k, v in metas[0].get('settings', {}).items()
+              if all(m.get('settings', {}).get(k, v) == v for m in metas) and k not in groups}
+    one = lambda key: ' / '.join(dict.fromkeys(str(m.get(key)) for m in metas))   # noqa: E731
+    _write_meta(out, dict(sweep=one('sweep').replace(' / ', ' + '), command=command or '; '.join(
+        str(m.get('command')) for m in metas), recorded=time.strftime('%Y-%m-%d'), patchmix_nb=one('patchmix_nb'),
+        torch=one('torch'), machine=one('machine'), runs=int(sum(m['runs'] for m in metas)), groups=groups,
+        seconds=float(sum(m['seconds'] for m in metas)), settings=common, parts=metas))
+    return out
+
 # %% ../nbs/25_summary.ipynb #rec-plot
 def _group_label(keys, vals) -> str:
     return ' '.join([str(vals[0])] + [f"{k}={v}" for k, v in zip(keys[1:], vals[1:])])
 
 
-def plot_record(rec: dict, names: tuple[str, ...] = ('normal', 'crackle', 'wheeze', 'both')):
-    "Figure of a `load_record` record: scores (mean ± std), curves, pooled confusion matrices and t-SNE per group."
+def plot_record(rec: dict, names: tuple[str, ...] = ('normal', 'crackle', 'wheeze', 'both'),
+                select: dict | None = None):
+    """Figure of a `load_record` record: scores (mean ± std), curves, pooled confusion matrices and t-SNE per group;
+    `select` ({field: value}) draws the groups with those values only."""
     import matplotlib.pyplot as plt
     from patchmix_nb.embeddings import plot_embeddings
     from patchmix_nb.metrics import confusion_matrix, plot_confusion
     keys = rec['meta']['groups']
+    if select:
+        if bad := set(select) - set(keys):
+            raise ValueError(f"select: {sorted(bad)} not among the groups' fields {keys}")
+        pick = lambda t: t[np.logical_and.reduce([t[k].astype(str) == str(v) for k, v in select.items()])]  # noqa: E731
+        rec = {**{k: pick(v) for k, v in rec.items() if k != 'meta'}, 'meta': rec['meta']}
     n = rec['runs'][rec['runs'].status == 'ok'].groupby(keys, sort=False, dropna=False).ngroups
     fig = plt.figure(figsize=(3.3 * max(n, 2), 12.5), layout='constrained')
     gs = fig.add_gridspec(4, n, height_ratios=[1, 1, 1.15, 1.25])
@@ -334,9 +387,11 @@ def plot_record(rec: dict, names: tuple[str, ...] = ('normal', 'crackle', 'wheez
         vals = vals if isinstance(vals, tuple) else (vals,)
         plot_confusion(confusion_matrix(g['label'], g['pred'], len(names)), names, ax=a,
                        title=f"{_group_label(keys, vals)}, {g['seed'].nunique()} seeds")
+        plt.setp(a.get_xticklabels(), rotation=45, ha='right', rotation_mode='anchor')
     axs = row(3)
     for a, (vals, g) in zip(axs, rec['tsne'].groupby(keys, sort=False, dropna=False)):
         vals = vals if isinstance(vals, tuple) else (vals,)
         title = f"{_group_label(keys, vals)}: f(x), seed {g['seed'].iloc[0]}"
         plot_embeddings(g[['x', 'y']].to_numpy(), g, 'label', a, title)
+    if select: fig.suptitle(', '.join(f"{k} = {v}" for k, v in select.items()), fontsize=12, fontweight='bold')
     return fig

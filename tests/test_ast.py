@@ -473,3 +473,71 @@ def test_cuda_forward_and_load(tmp_path):
     load_pretrained(m, tmp_path / 'as.pth')
     z, (info,) = m(torch.randn(2, 1, 798, 128, device='cuda'), mix=lambda t: (t, t.device.type))
     assert z.device.type == 'cuda' and info == 'cuda'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pad='mask': tokens of padding left out of attention
+# ---------------------------------------------------------------------------------------------------------------
+def padded_input(B=3, lengths=(300, 798, 120), seed=1):
+    "B random inputs whose frames from lengths[i] on hold one value (zero padding's log floor, -1.3 here)."
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, 1, 798, 128, generator=g)
+    for i, n in enumerate(lengths): x[i, :, n:] = -1.3
+    return x
+
+
+def kept_columns(n: int, stride: int = 10, patch: int = 16, n_time: int = 79) -> torch.Tensor:
+    "Time columns t whose frames [stride t, stride t + patch) reach into the first n frames, by hand."
+    return torch.tensor([stride * t < n for t in range(n_time)])
+
+
+@pytest.mark.parametrize('pool', ['cls', 'mean'])
+def test_mask_padding_leaves_padding_out(pool):
+    from patchmix_nb.ast import padded_frames
+    m = tiny_ast(pool=pool, mask_padding=True)
+    x = padded_input()
+    assert padded_frames(x).sum(1).tolist() == [498, 0, 678]
+    keep = m.token_keep(x)
+    for i, n in enumerate((300, 798, 120)):
+        assert torch.equal(keep[i].view(12, 79), kept_columns(n).expand(12, 79))
+    out = torch.ones(3, 798, dtype=torch.bool)                     # frames that no kept token covers
+    for i in range(3):
+        for t in keep[i].view(12, 79)[0].nonzero().flatten().tolist(): out[i, 10 * t:10 * t + 16] = False
+    y = x.clone()
+    y[:, 0][out] = 5.0                                             # another padding value, under no kept token
+    with torch.no_grad():
+        z, z_other = m(x), m(y)
+        plain = tiny_ast(pool=pool)                                # same weights (same seed), no mask
+        z_plain = plain(x)
+    assert torch.equal(z, z_other)
+    assert torch.allclose(z[1], z_plain[1], atol=1e-5)             # no padding: the masked model is the plain one
+    assert (z[[0, 2]] - z_plain[[0, 2]]).abs().max() > 1e-3        # with padding it is not
+    y[0, 0, 700:] = torch.randn(98, 128)                           # content in the padding is attended
+    with torch.no_grad(): assert not torch.allclose(m(y)[0], z[0], atol=1e-4)
+
+
+def test_mask_padding_flags_follow_patchmix():
+    "A mixed-in token brings its own keep flag: the attention each block gets is the mixed flags, checked by hand."
+    from patchmix_nb.hears import record_attention
+    from patchmix_nb.patchmix import PatchMixer, _apply
+    m = tiny_ast(mask_padding=True)
+    x = padded_input()
+    for mode in ('random', 'time'):
+        mixer = PatchMixer(lam=0.5, mode=mode, grid=m.grid, generator=torch.Generator().manual_seed(2))
+        with torch.no_grad(), record_attention(m) as maps:
+            _, (info,) = m(x, mix=mixer)
+        want = _apply(m.token_keep(x)[..., None], info.index, info.mask)[..., 0]      # (B, N)
+        assert not torch.equal(want, m.token_keep(x))              # the mix moved some flags
+        for A in maps:                                             # (B, H, 2 + N, 2 + N)
+            assert torch.equal(A[:, :, :, 2:].sum((1, 2)) > 0, want)   # attended exactly where the flag is kept
+            assert torch.allclose(A.sum(-1), torch.ones_like(A.sum(-1)), atol=1e-5)
+
+
+def test_mask_padding_needs_ast_and_trains(tmp_path):
+    from patchmix_nb.config import check_config, make_config, wave_pad
+    with pytest.raises(ValueError, match="pad 'mask' leaves the padding out of AST's attention and needs an AST "
+                                         "model, got model 'beats-tiny'"):
+        check_config(make_config(model='beats-tiny', pad='mask'))
+    with pytest.raises(ValueError, match="pad must be one of repeat, zero, mask; got 'cut'"):
+        check_config(make_config(pad='cut'))
+    assert [wave_pad(make_config(pad=p)) for p in ('repeat', 'zero', 'mask')] == ['repeat', 'zero', 'zero']

@@ -57,7 +57,7 @@ def local_sweep(work, once):
     runs them."""
     def make(d):
         r = patchmix('sweep', *GRID, '--workers', 2, '--data', 'syn', *TINY, '--out', 'local', '--eval-on', 'sprsound',
-                     '--eval-data', 'spr', cwd=work)
+                     '--eval-data', 'spr', '--record', 'local-record', cwd=work)
         (d / 'stdout.txt').write_text(r.stdout)
     return work / 'local', (once('local-sweep', make) / 'stdout.txt').read_text()
 
@@ -321,3 +321,41 @@ def test_record_of_a_sweep(local_sweep, cli, tmp_path):
     assert len([a for a in fig.axes if a.get_title()]) >= 1 + 3 * 2                # scores, then 3 panels per method
     with pytest.raises(FileNotFoundError, match='not a sweep record'):
         load_record(out)
+    assert rec['meta']['settings']['pad'] == 'repeat' and 'method' not in rec['meta']['settings']
+    own = load_record(out.parent / 'local-record')                              # --record on the sweep itself
+    assert 'record of local: local-record' in local_sweep[1]
+    assert own['meta']['command'].endswith('--record local-record')
+    assert own['runs'].equals(rec['runs']) and own['predictions'].equals(rec['predictions'])
+
+
+def test_records_merge(local_sweep, cli, tmp_path):
+    # 25_summary: a spec run in parts is one record; a field one part states only as a setting becomes a column
+    import json, shutil
+    from patchmix_nb.summary import load_record, merge_records, plot_record
+    out, _ = local_sweep
+    assert cli('sweep', '--status', out, '--record', tmp_path / 'a')[0] == 0
+    shutil.copytree(tmp_path / 'a', tmp_path / 'b')
+    meta = json.loads((tmp_path / 'b' / 'record.json').read_text())
+    meta['settings']['pad'] = 'zero'                                   # as if part b had run with pad=zero
+    (tmp_path / 'b' / 'record.json').write_text(json.dumps(meta))
+    rc, stdout, stderr = cli('sweep', '--merge-records', tmp_path / 'a', tmp_path / 'b', '--record', tmp_path / 'ab')
+    assert rc == 0 and f"record of 2 records: {tmp_path / 'ab'}" in stdout, stderr
+    ab, a = load_record(tmp_path / 'ab'), load_record(tmp_path / 'a')
+    assert ab['meta']['groups'] == ['method', 'pad'] and ab['meta']['runs'] == 8
+    assert ab['meta']['seconds'] == pytest.approx(2 * a['meta']['seconds'])
+    assert 'pad' not in ab['meta']['settings'] and len(ab['meta']['parts']) == 2
+    assert ab['runs'][['method', 'pad']].values.tolist() == [['ce', 'repeat']] * 2 + [['ce', 'zero']] * 2 + \
+        [['patchmix_cl', 'repeat']] * 2 + [['patchmix_cl', 'zero']] * 2          # ordered by method, stably
+    for k in ('history', 'predictions', 'tsne'):
+        assert len(ab[k]) == 2 * len(a[k]) and ab[k].groupby('pad').size().tolist() == [len(a[k])] * 2
+    fig = plot_record(ab, select={'pad': 'zero'})
+    assert sorted(a.get_title() for a in fig.axes if a.get_title().endswith('seeds')) == \
+        ['ce pad=zero, 2 seeds', 'patchmix_cl pad=zero, 2 seeds']          # the confusion matrices of part b only
+    with pytest.raises(ValueError, match=r"a run is in two records: ce_seed0"):
+        merge_records([tmp_path / 'a', tmp_path / 'a'], tmp_path / 'aa')
+    del meta['settings']['pad']
+    (tmp_path / 'b' / 'record.json').write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"/b: its runs.csv has no 'pad' column and its record.json no 'pad' setting"):
+        merge_records([tmp_path / 'ab', tmp_path / 'b'], tmp_path / 'x')
+    with pytest.raises(ValueError, match="select: \\['seed'\\] not among the groups' fields"):
+        plot_record(ab, select={'seed': 1})

@@ -335,3 +335,21 @@ def test_trained_run_trains_once_while_another_process_waits(tmp_path):
     assert sum(o.count('TRAIN data:') for o in outs) == 1, outs               # trained once
     assert json.loads((want / 'metrics.json').read_text())['epochs_done'] == 2
     assert not (want / '.lock').exists()
+
+
+def test_a_mask_run_trains_on_the_zero_cache_and_predicts(tmp_path):
+    "pad='mask': the zero-padded cache, an AST that leaves the padding out, rebuilt as such from its checkpoint."
+    from patchmix_nb.ast import padded_frames
+    cfg = make_config('cpu-demo', pad='mask', out_dir=str(tmp_path / 'mask'), **TINY)
+    m = train(cfg, log=None)
+    assert 0 <= m['test']['score'] <= 100
+    data = load_data(cfg)
+    assert data.cache.manifest['params']['pad'] == 'zero'
+    assert data.cache.path == load_data(replace(cfg, pad='zero')).cache.path        # one cache for zero and mask
+    x = torch.tensor(np.asarray(data.cache.features[:64], dtype=np.float32))[:, None]
+    assert padded_frames(x).any()                                   # the synthetic set has cycles shorter than 2 s
+    _, model = load_run(tmp_path / 'mask' / 'best.pt')
+    ast = model.backbone
+    assert ast.mask_padding and ast.token_keep(model.scale(x)).sum() < len(x) * ast.num_patches
+    rec = data.index.recordings.iloc[0]
+    assert len(predict_recording(tmp_path / 'mask' / 'best.pt', rec.wav, rec.txt)) == rec.n_cycles
