@@ -4,8 +4,8 @@ the same batches, alternating, in one run.
     python bench/mask.py [--preset cpu-demo] [--method patchmix_cl] [--steps 20] [--padded 0.5]
 
 In each batch a share `--padded` of the cycles is cut at a random frame and zero-padded from there (the flat log floor
-the model finds by itself). Prints the median seconds per step of each and their ratio, and the
-share of tokens the mask leaves out. The load average is printed at the start and the end (a shared VM drifts).
+the model finds by itself). Prints the median milliseconds per step of each, their ratio, and the share of tokens the
+mask leaves out. The load average is printed at the start and the end (a shared VM drifts).
 """
 import argparse, os, statistics, time
 
