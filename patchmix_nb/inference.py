@@ -72,6 +72,14 @@ def _features(cfg: Config, clips: torch.Tensor) -> torch.Tensor:
     return kind['fn'](clips) if kind else fbank(clips)
 
 
+def _cycle_probs(cfg: Config, model, wav, cycles) -> np.ndarray:
+    "Class probabilities (n, n_cls) of the model for these cycles of one recording, clipped and padded as in training."
+    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=wave_pad(cfg))).unsqueeze(1)  # (n, 1, T, F)
+    with torch.no_grad():
+        logits = torch.cat([model.logits(b.to(model.device)).cpu() for b in x.split(32)])
+    return logits.softmax(1).numpy()
+
+
 def predict_recording(ckpt, wav, txt=None, device: str = 'cpu', dataset: str | None = None) -> pd.DataFrame:
     "Per-cycle predictions for one recording: cycles from `txt` (checked against the audio), else clip-length windows."
     cfg, model = load_run(ckpt, device)
@@ -83,10 +91,7 @@ def predict_recording(ckpt, wav, txt=None, device: str = 'cpu', dataset: str | N
     if txt is None:
         n = max(1, math.ceil(info.duration / cfg.duration - 1e-9))
         cycles = [Cycle(i * cfg.duration, min((i + 1) * cfg.duration, info.duration), 0, 0) for i in range(n)]
-    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=wave_pad(cfg))).unsqueeze(1)  # (n, 1, T, F)
-    with torch.no_grad():
-        logits = torch.cat([model.logits(b.to(model.device)).cpu() for b in x.split(32)])
-    probs = logits.softmax(1).numpy()
+    probs = _cycle_probs(cfg, model, wav, cycles)
     df = pd.DataFrame({'start': [c.start for c in cycles], 'end': [c.end for c in cycles],
                        'pred': [task.names[i] for i in probs.argmax(1)]})
     for i, n in enumerate(task.names): df[f"p_{n}"] = probs[:, i].round(4)
@@ -132,9 +137,7 @@ def _predict_events(cfg: Config, model, task, wav, js) -> pd.DataFrame:
                                     f"{Path(wav).name})", js, e.key)
     if not ann.events: raise spr.SPRSoundError('no events to predict (a Poor Quality record?)', js)
     cycles = [Cycle(e.start, e.end, 0, 0) for e in ann.events]
-    x = _features(cfg, load_cycles(wav, cycles, duration=cfg.duration, pad=wave_pad(cfg))).unsqueeze(1)
-    with torch.no_grad():
-        probs = torch.cat([model.logits(b.to(model.device)).cpu() for b in x.split(32)]).softmax(1).numpy()
+    probs = _cycle_probs(cfg, model, wav, cycles)
     types = [e.type for e in ann.events]
     labels = EventTask(task.n_cls).label_of_events(types) if task.class_split == 'lungsound' else None
     df = pd.DataFrame({'start': [e.start for e in ann.events], 'end': [e.end for e in ann.events],
