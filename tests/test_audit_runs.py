@@ -1,6 +1,6 @@
 """Issue 18, runs: one writer per run folder, a cache key over every byte of the audio, the data path of a run found
 from anywhere, a torchrun batch refused before any work, one scheduler query per sweep poll."""
-import json, os, shutil, socket, subprocess, sys
+import json, os, shutil, socket, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -192,10 +192,12 @@ def test_the_digest_memo_is_used_only_when_the_stat_proves_the_file_unchanged(tm
     d = core.file_digests([f], memo)[str(f)]
     assert core.file_digests([f], memo)[str(f)] == d and len(reads) == 1 # memo: not read again
     st = f.stat()
-    with open(f, 'r+b') as h:                                           # in place; size and mtime restored
-        h.seek(1 << 20)
+    time.sleep(0.05)    # the kernel stamps ctime from a coarse clock (a tick is up to 10 ms): an edit in the same tick
+    with open(f, 'r+b') as h:   # keeps it, which is why a file younger than RACY_S is never memoised (RACY_S=-1 here)
+        h.seek(1 << 20)                                                 # in place; size and mtime restored
         h.write(b'\0')
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_ctime_ns != st.st_ctime_ns                       # the premise: the edit moved the ctime
     assert core.file_digests([f], memo)[str(f)] != d and len(reads) == 2 # the ctime moved: hashed again
     monkeypatch.setattr(core, 'RACY_S', 2.0)
     g = tmp_path / 'b.wav'
