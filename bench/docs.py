@@ -4,7 +4,8 @@ pays for a synthetic set or a feature cache the other found.
 
     python bench/docs.py [--jobs N] [--only 00_core 03_audio ...]    # default: N = the cores (at most 4); 10 notebooks
 
-Prints each build's seconds and their ratio. The smoke stand-in model is used (PATCHMIX_DEMO=smoke), as CI does.
+Prints each build's seconds and their ratio. The seconds-long stand-in model is used (PATCHMIX_DEMO=smoke), so that
+the ratio measures the notebooks side by side, not the course model's training (CI builds with the real model).
 """
 import argparse, importlib.util, os, tempfile, time
 from pathlib import Path
